@@ -1,0 +1,3 @@
+"""humtemp: sharded temperature/humidity aggregation on Redis."""
+
+__version__ = "1.0.0"
