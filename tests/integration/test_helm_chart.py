@@ -46,7 +46,9 @@ CASES: dict[str, dict] = {
             "enabled": True,
             "className": "nginx",
             "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "1m"},
-            "hosts": [{"host": "sensors.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}],
+            "hosts": [
+                {"host": "sensors.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}
+            ],
             "tls": [{"secretName": "sensors-tls", "hosts": ["sensors.example.com"]}],
         }
     },
@@ -81,7 +83,8 @@ def docs(case: str) -> list[dict]:
 def app_container(objs: list[dict]) -> dict:
     """The humtemp container of the Deployment."""
     dep = km.one(objs, "Deployment")
-    (container,) = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "humtemp"]
+    containers = dep["spec"]["template"]["spec"]["containers"]
+    (container,) = [c for c in containers if c["name"] == "humtemp"]
     return container
 
 
@@ -252,19 +255,27 @@ def test_app_and_shard_pods_are_disjoint() -> None:
     assert not km.labels_match(app_sel, sts_labels)
 
 
-def test_multiple_workers_get_a_metrics_dir() -> None:
-    c = app_container(docs("workers-no-persistence"))
+def test_multiple_workers_get_a_writable_metrics_dir() -> None:
+    """humtemp mkdtemp()s its multiprocess metrics dir in TMPDIR: that must be an emptyDir.
+
+    A fixed PROMETHEUS_MULTIPROC_DIR on an emptyDir would keep the files of the previous
+    container (same PIDs in a new PID namespace) after a restart, so none is set.
+    """
+    objs = docs("workers-no-persistence")
+    c = app_container(objs)
     env = env_of(c)
     assert env["HUMTEMP_WORKERS"]["value"] == "2"
-    mdir = env["PROMETHEUS_MULTIPROC_DIR"]["value"]
-    assert mdir in {m["mountPath"] for m in c["volumeMounts"]}
-    assert "PROMETHEUS_MULTIPROC_DIR" not in env_of(app_container(docs("defaults")))
+    assert "PROMETHEUS_MULTIPROC_DIR" not in env
+    pod = km.one(objs, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert "emptyDir" in volumes[mounts[env["TMPDIR"]["value"]]]
 
 
 def test_ingress_routes_to_the_service() -> None:
     objs = docs("ingress")
     ing = km.one(objs, "Ingress")
-    svc = [s for s in km.by_kind(objs, "Service") if s["metadata"]["name"] == FULLNAME][0]
+    svc = next(s for s in km.by_kind(objs, "Service") if s["metadata"]["name"] == FULLNAME)
     assert ing["spec"]["ingressClassName"] == "nginx"
     assert ing["spec"]["tls"] == [{"hosts": ["sensors.example.com"], "secretName": "sensors-tls"}]
     (rule,) = ing["spec"]["rules"]
@@ -290,7 +301,7 @@ def test_autoscaling_owns_the_replica_count() -> None:
     assert metric["resource"]["target"]["type"] == "Utilization"
     assert app_container(objs)["resources"]["requests"]["cpu"]  # utilisation needs a request
     pdbs = km.by_kind(objs, "PodDisruptionBudget")
-    dep_pdb = [p for p in pdbs if p["metadata"]["name"] == dep["metadata"]["name"]][0]
+    dep_pdb = next(p for p in pdbs if p["metadata"]["name"] == dep["metadata"]["name"])
     assert dep_pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
 
 
@@ -302,7 +313,8 @@ def test_monitoring_objects_use_the_shared_files() -> None:
     rule = km.one(objs, "PrometheusRule")
     alerts = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
     assert rule["spec"]["groups"] == alerts["groups"]
-    dash = [c for c in km.by_kind(objs, "ConfigMap") if c["metadata"]["name"].endswith("-dashboard")]
+    maps = km.by_kind(objs, "ConfigMap")
+    dash = [c for c in maps if c["metadata"]["name"].endswith("-dashboard")]
     assert len(dash) == 1 and dash[0]["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert dash[0]["metadata"]["annotations"] == {"grafana_folder": "humtemp"}
     expected = json.loads((CHART / "files" / "dashboard.json").read_text())
@@ -340,7 +352,9 @@ BAD_VALUES = {
     "external-without-url": {"externalShards": [{"name": "a"}]},
     "external-http-url": {"externalShards": [{"name": "a", "url": "http://x:6379"}]},
     "scrape-interval": {"metrics": {"serviceMonitor": {"interval": "30 seconds"}}},
-    "ingress-path-type": {"ingress": {"hosts": [{"host": "a", "paths": [{"path": "/", "pathType": "Any"}]}]}},
+    "ingress-path-type": {
+        "ingress": {"hosts": [{"host": "a", "paths": [{"path": "/", "pathType": "Any"}]}]}
+    },
     "password-not-url-safe": {"redis": {"auth": {"password": "p@ss:word"}}},
     "hpa-cpu-percent": {"autoscaling": {"targetCPUUtilizationPercentage": 150}},
 }
