@@ -170,12 +170,30 @@ def check_targets(docs: list[dict]) -> None:
         assert len(hits) == 1, f"PDB {pdb['metadata']['name']} selects {len(hits)} workloads"
 
 
+def check_network_policies(docs: list[dict]) -> None:
+    """Each policy protects one workload, admits pods of another, on ports the target has."""
+    workloads = [d for d in docs if d["kind"] in WORKLOAD_KINDS]
+
+    def selected(sel: dict) -> list[dict]:
+        return [w for w in workloads if labels_match(sel, pod_template(w)["metadata"]["labels"])]
+
+    for pol in by_kind(docs, "NetworkPolicy"):
+        (target,) = selected(pol["spec"]["podSelector"]["matchLabels"])
+        ports = {p["name"] for c in pod_template(target)["spec"]["containers"] for p in c["ports"]}
+        for rule in pol["spec"]["ingress"]:
+            peers = [p["podSelector"]["matchLabels"] for p in rule["from"] if "podSelector" in p]
+            assert all(len(selected(sel)) == 1 for sel in peers), pol["metadata"]["name"]
+            for port in rule["ports"]:
+                assert port["port"] in ports, f"{pol['metadata']['name']}: {port['port']}"
+
+
 def check_all(docs: list[dict], probe_exempt: frozenset[str] = frozenset()) -> None:
     """Schema validation plus every cross-object check."""
     validate_all(docs)
     check_workloads(docs, probe_exempt)
     check_services(docs)
     check_targets(docs)
+    check_network_policies(docs)
 
 
 def kustomize(command: str, cwd: Path) -> str:

@@ -109,7 +109,7 @@ def test_renders_and_validates(case: str) -> None:
     km.check_all(objs)
 
 
-@pytest.mark.parametrize("case", ["defaults", "shards5", "external", "monitoring", "autoscaling"])
+@pytest.mark.parametrize("case", list(CASES))
 def test_strict_lint_is_clean(case: str) -> None:
     report = helm.lint(str(CHART), CASES[case], strict=True, kube_version="v1.30.0")
     assert report["messages"] == [] and not report.get("errors"), report
@@ -136,7 +136,8 @@ def test_default_objects() -> None:
     kinds = sorted(d["kind"] for d in docs("defaults"))
     assert kinds == sorted(
         [
-            "ConfigMap", "Deployment", "Pod", "PodDisruptionBudget", "PodDisruptionBudget",
+            "ConfigMap", "Deployment", "NetworkPolicy", "Pod", "PodDisruptionBudget",
+            "PodDisruptionBudget",
             "Service", "Service", "ServiceAccount", "StatefulSet",
         ]
     )
@@ -181,6 +182,19 @@ def test_redis_shards_persist_with_aof_everysec() -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes[mounts["/etc/redis"]]["configMap"]["name"] == conf_map["metadata"]["name"]
     assert redis["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_only_humtemp_pods_reach_the_shards() -> None:
+    objs = docs("defaults")
+    pol = km.one(objs, "NetworkPolicy")
+    sts_labels = km.one(objs, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    assert km.labels_match(pol["spec"]["podSelector"]["matchLabels"], sts_labels)
+    (rule,) = pol["spec"]["ingress"]
+    (peer,) = rule["from"]
+    app_sel = km.one(objs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert peer["podSelector"]["matchLabels"] == app_sel
+    assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
+    assert km.by_kind(docs("external"), "NetworkPolicy") == []
 
 
 def test_no_persistence_uses_emptydir() -> None:

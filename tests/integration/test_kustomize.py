@@ -42,8 +42,8 @@ def test_base_validates() -> None:
     objs = list(rendered(BASE_CMD))
     km.check_all(objs)
     assert sorted(d["kind"] for d in objs) == sorted(
-        ["ConfigMap", "Deployment", "PodDisruptionBudget", "PodDisruptionBudget", "Service",
-         "Service", "ServiceAccount", "StatefulSet"]
+        ["ConfigMap", "Deployment", "NetworkPolicy", "PodDisruptionBudget",
+         "PodDisruptionBudget", "Service", "Service", "ServiceAccount", "StatefulSet"]
     )
     assert all("namespace" not in d["metadata"] for d in objs), "kubectl -n / overlays decide"
 
