@@ -11,31 +11,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import redis
 
 from tests.integration import container_build as cb
+from tests.support.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "helm" / "humtemp" / "files" / "smoke_test.py"
 IMAGE = "localhost/humtemp:ci"
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (bind port 0)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http(url: str, body: dict | None = None, timeout: float = 5) -> tuple[int, object]:
@@ -47,6 +40,12 @@ def http(url: str, body: dict | None = None, timeout: float = 5) -> tuple[int, o
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
+
+
+def mid_bucket_offset(duration: int = 86400) -> str:
+    """A bucket origin that puts the current time in the middle of a bucket."""
+    origin = datetime.fromtimestamp(time.time() - duration // 2, tz=UTC).replace(microsecond=0)
+    return origin.isoformat()
 
 
 @pytest.fixture(scope="module")
@@ -75,26 +74,9 @@ def image(podman: cb.Podman, tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.fixture(scope="module")
 def redis_shard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A real redis-server (AOF everysec, like the chart's shards) on a free port."""
-    port = free_port()
-    data = tmp_path_factory.mktemp("redis")
-    exe = "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else "redis-server"
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--appendonly",
-         "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline and proc.poll() is None, "redis did not start"
-            time.sleep(0.05)
-    yield port
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(10)
+    server = RedisServer(tmp_path_factory.mktemp("redis"), "image-shard").start()
+    yield server.port
+    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +90,8 @@ def container(podman: cb.Podman, image: dict, redis_shard: int) -> Iterator[tupl
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
         "-e", f"HUMTEMP_REDIS_URLS=shard-a=redis://127.0.0.1:{redis_shard}/0",
         "-e", "HUMTEMP_SHUTDOWN_TIMEOUT=5",
+        # "now" mid-bucket: the post (now-10) and the read (offset 0) share a bucket.
+        "-e", f"HUMTEMP_BUCKET_OFFSET={mid_bucket_offset()}",
         IMAGE, "serve", "--host", "127.0.0.1", "--port", str(port),
     )
     base = f"http://127.0.0.1:{port}"
