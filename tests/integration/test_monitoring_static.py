@@ -37,7 +37,7 @@ CONTRACT_METRICS = {
     "humtemp_shard_pending_observations",
     "humtemp_shard_errors_total",
     "humtemp_shard_reroutes_total",
-    "humtemp_summary_fanout_duration_seconds",
+    "humtemp_read_fanout_duration_seconds",
     "humtemp_build_info",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
