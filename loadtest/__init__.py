@@ -1,0 +1,1 @@
+"""Locust scenarios, correctness verification and a local runner for humtemp."""
