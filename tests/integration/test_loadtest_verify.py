@@ -13,11 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from loadtest.fake_service import FakeService, serve
 from loadtest.ledger import Ledger
 from loadtest.report import percentile
 from loadtest.verify import HttpSummaryClient, verify
 from loadtest.workload import BucketClock, observation
-from tests.integration.loadtest_fake import FakeService, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 
