@@ -67,6 +67,24 @@ def _wait_for(check, what: str, timeout: float, proc: subprocess.Popen) -> None:
     raise TimeoutError(f"{what} not ready after {timeout}s")
 
 
+def cpu_seconds_tree(proc: subprocess.Popen | None) -> float:
+    """CPU seconds of a process and its children (humtemp --workers forks)."""
+    if proc is None:
+        return 0.0
+    import psutil  # a Locust dependency
+
+    try:
+        root = psutil.Process(proc.pid)
+        total = 0.0
+        for p in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+    except psutil.Error:
+        return 0.0
+
+
 @dataclass
 class Shard:
     port: int

@@ -12,7 +12,6 @@ Locust error or verification mismatch.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import subprocess
 import sys
@@ -80,31 +79,13 @@ def locust_command(args: argparse.Namespace, host: str, out: Path) -> list[str]:
     return cmd + [CLASSES[n] for n in names]
 
 
-def _cpu_tree(proc: subprocess.Popen | None) -> float:
-    """CPU seconds of a process and its children (humtemp --workers forks)."""
-    if proc is None:
-        return 0.0
-    import psutil  # a Locust dependency
-
-    try:
-        root = psutil.Process(proc.pid)
-        total = 0.0
-        for p in [root, *root.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                t = p.cpu_times()
-                total += t.user + t.system
-        return total
-    except psutil.Error:
-        return 0.0
-
-
 def run_locust(args: argparse.Namespace, dep: cluster.Deployment | None, host: str,
                out: Path) -> dict[str, Any]:
     cmd = locust_command(args, host, out)
     say("locust: " + " ".join(cmd))
     shards = dep.shards if dep else []
     redis_before = [s.cpu_seconds() for s in shards]
-    server_before = _cpu_tree(dep.server if dep else None)
+    server_before = cluster.cpu_seconds_tree(dep.server if dep else None)
     timer = None
     if args.inject_data_loss and shards:
         def lose_data() -> None:
@@ -120,7 +101,7 @@ def run_locust(args: argparse.Namespace, dep: cluster.Deployment | None, host: s
     redis_cpu = [after - before for before, after in
                  zip(redis_before, (s.cpu_seconds() for s in shards), strict=True)]
     return {"locust_exit_code": rc, "wall_s": wall, "redis_cpu_s": redis_cpu,
-            "humtemp_cpu_s": _cpu_tree(dep.server if dep else None) - server_before,
+            "humtemp_cpu_s": cluster.cpu_seconds_tree(dep.server if dep else None) - server_before,
             "command": cmd}
 
 
@@ -147,9 +128,9 @@ def build_report(args: argparse.Namespace, run: dict[str, Any], out: Path) -> di
                      and stats["failures"] == 0 and verification and verification["ok"])
     (out / "report.json").write_text(json.dumps(rep, indent=2))
     history = report.read_history(out / "locust_stats_history.csv")
+    target = args.host or f"{args.shards} shards, {args.workers} humtemp workers"
     report.plot(history, out / "report.png",
-                f"humtemp {args.scenario}: {args.users} users, {args.shards} shards, "
-                f"{args.workers} workers")
+                f"humtemp {args.scenario}: {args.users} users, {target}")
     return rep
 
 
