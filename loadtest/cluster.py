@@ -150,7 +150,7 @@ def start_server(workdir: Path, shards: list[Shard], workers: int,
     port = free_port()
     env = {**os.environ, "HUMTEMP_REDIS_URLS": ",".join(s.url for s in shards),
            "HUMTEMP_LOG_LEVEL": "warning", **(extra_env or {})}
-    cmd = [sys.executable, "-c", "from humtemp.cli import main; main()", "serve",
+    cmd = [sys.executable, "-m", "humtemp", "serve",
            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     proc = spawn(cmd, workdir / "humtemp.log", env)
     url = f"http://127.0.0.1:{port}"

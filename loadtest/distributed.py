@@ -47,7 +47,8 @@ class RunState:
     def learn_clock(self, host: str | None) -> None:
         """Ask the service for its current bucket: map timestamps to buckets exactly as it does."""
         assert self.scenario is not None and host
-        cur = HttpSummaryClient(host).lab(self.scenario.prefix + "probe", 0)
+        client = HttpSummaryClient(host, token=self.scenario.read_token)
+        cur = client.lab(self.scenario.prefix + "probe", 0)
         start = int(cur["bucket_start"])
         self.clock = BucketClock(start, int(cur["bucket_end"]) - start)
 
@@ -96,7 +97,8 @@ def collect_and_verify(environment: Any, state: RunState) -> Verification | None
         ledger, missing = _gather(environment, state)
     else:
         ledger = state.ledger
-    result = verify(ledger, HttpSummaryClient(environment.host), scenario.prefix)
+    client = HttpSummaryClient(environment.host, token=scenario.read_token)
+    result = verify(ledger, client, scenario.prefix, lab_sample=scenario.verify_labs)
     if missing:
         result.ok = False
         result.errors.append(f"no ledger from workers {missing}: their writes are unverified")

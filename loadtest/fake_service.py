@@ -72,9 +72,17 @@ class FakeService:
                      for (lab_id, b), (n, st, sh) in sorted(self.data.items()) if b == start]
             return web.json_response(items)
 
+        async def detail(request: web.Request) -> web.Response:
+            start = self.current(int(request.query.get("offset", -1)))
+            labs = [{"lab_id": lab_id, "count": n, "avg_temp": st / n, "avg_humidity": sh / n}
+                    for (lab_id, b), (n, st, sh) in sorted(self.data.items()) if b == start]
+            return web.json_response({"bucket_start": start, "bucket_end": start + self.duration,
+                                      "partial": False, "missing_shards": [], "labs": labs})
+
         app = web.Application()
         app.add_routes([web.post("/observation", one), web.post("/observations", many),
-                        web.get("/summary/lab", lab), web.get("/summary", summary)])
+                        web.get("/summary/lab", lab), web.get("/summary", summary),
+                        web.get("/summary/detail", detail)])
         return app
 
 

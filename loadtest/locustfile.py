@@ -43,6 +43,10 @@ class _HumtempUser(FastHttpUser):
             self.rng = random.Random()
         return self.rng
 
+    def _auth(self, read: bool = False) -> dict[str, str]:
+        token = STATE.scenario.read_token if read else STATE.scenario.token
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
     def _random_lab(self) -> str:
         return lab_name(STATE.scenario.prefix, self._rng().randrange(STATE.scenario.labs))
 
@@ -51,7 +55,7 @@ class _HumtempUser(FastHttpUser):
         keys = STATE.ledger.begin(batch, STATE.clock.bucket_of)
         outcome = "unknown"
         try:
-            with self.client.post(path, data=body, headers={"Content-Type": ctype},
+            with self.client.post(path, data=body, headers={"Content-Type": ctype, **self._auth()},
                                   name=name, catch_response=True) as resp:
                 outcome = _judge(resp, path, len(batch))
         finally:
@@ -125,7 +129,7 @@ class DashboardUser(_HumtempUser):
     def summary(self) -> None:
         offset = self._rng().choice((0, -1))
         with self.client.get(f"/summary?offset={offset}", name="/summary",
-                             catch_response=True) as resp:
+                             headers=self._auth(read=True), catch_response=True) as resp:
             items = resp.json() if resp.status_code == 200 else None
             if not isinstance(items, list) or any(
                     set(i) != {"lab_id", "avg_temp", "avg_humidity"} for i in items):
@@ -135,7 +139,8 @@ class DashboardUser(_HumtempUser):
     @task(1)
     def lab_summary(self) -> None:
         with self.client.get(f"/summary/lab?lab_id={self._random_lab()}&offset=0",
-                             name="/summary/lab", catch_response=True) as resp:
+                             name="/summary/lab", headers=self._auth(read=True),
+                             catch_response=True) as resp:
             body = resp.json() if resp.status_code == 200 else None
             if not isinstance(body, dict) or "count" not in body:
                 resp.failure(f"HTTP {resp.status_code}: not a lab summary")

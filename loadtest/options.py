@@ -31,6 +31,15 @@ def add_arguments(parser: Any) -> None:
         help="timestamps are now minus up to this many seconds")
     add("--ht-verify", default="true", env_var="HUMTEMP_LT_VERIFY",
         help="verify acknowledged writes against the service at the end (true/false)")
+    add("--ht-verify-labs", type=int, default=1000, env_var="HUMTEMP_LT_VERIFY_LABS",
+        help="lab-buckets also checked one by one via /summary/lab (0 = all); every lab is "
+             "checked via /summary/detail and /summary regardless")
+    # on the parser itself: only it knows Locust's is_secret (masked in the web UI)
+    parser.add_argument("--ht-token", default="", env_var="HUMTEMP_LT_TOKEN", is_secret=True,
+                        help="bearer token sent with every request (the service's "
+                             "HUMTEMP_INGEST_TOKENS / HUMTEMP_READ_TOKENS)")
+    parser.add_argument("--ht-read-token", default="", env_var="HUMTEMP_LT_READ_TOKEN",
+                        is_secret=True, help="bearer token for reads, if not --ht-token")
     add("--ht-verify-file", default="", env_var="HUMTEMP_LT_VERIFY_FILE",
         help="write the verification result as JSON here")
 
@@ -47,6 +56,9 @@ class Scenario:
     jitter: int
     verify: bool
     verify_file: str
+    verify_labs: int
+    token: str
+    read_token: str
 
     @classmethod
     def from_options(cls, opts: Any) -> Scenario:
@@ -61,6 +73,9 @@ class Scenario:
             jitter=int(opts.ht_jitter),
             verify=str(opts.ht_verify).lower() not in ("0", "false", "no", "off"),
             verify_file=str(opts.ht_verify_file or ""),
+            verify_labs=int(opts.ht_verify_labs),
+            token=str(opts.ht_token or ""),
+            read_token=str(opts.ht_read_token or opts.ht_token or ""),
         )
 
 

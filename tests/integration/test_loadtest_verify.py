@@ -44,7 +44,8 @@ def test_verify_passes_on_exact_data_and_names_labs_that_lost_data() -> None:
         fake.data[("t1-003", fake.current(0))][0] -= 1  # the service lost one observation
         bad = verify(Ledger.from_wire(ledger.to_wire()), HttpSummaryClient(url), "t1-")
         assert not bad.ok
-        assert [m["lab"] for m in bad.mismatches if m["problem"] == "count differs"] == ["t1-003"]
+        off = [(m["lab"], m["source"]) for m in bad.mismatches if m["problem"] == "count differs"]
+        assert sorted(off) == [("t1-003", "/summary/detail"), ("t1-003", "/summary/lab")]
 
 
 def test_verify_flags_foreign_labs_and_bounds_uncertain_writes() -> None:
@@ -60,7 +61,9 @@ def test_verify_flags_foreign_labs_and_bounds_uncertain_writes() -> None:
 
         fake.store({**obs, "lab_id": "t2-999"})  # a lab this run never wrote
         res = verify(ledger, HttpSummaryClient(url), "t2-")
-        assert not res.ok and res.mismatches[0]["lab"] == "t2-999"
+        assert not res.ok
+        assert {(m["lab"], m["source"]) for m in res.mismatches} == {
+            ("t2-999", "/summary/detail"), ("t2-999", "/summary")}
 
 
 def test_verify_fails_when_nothing_to_check_or_service_unreachable() -> None:
