@@ -15,6 +15,8 @@ the per-unit costs stay meaningful on a machine shared with other work.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
 import json
 import re
 import subprocess
@@ -55,32 +57,59 @@ def run_wrk(url: str, script: str, seconds: int, conns: int, args: list[str]) ->
     return {"command": " ".join(cmd), **parse_wrk(out.stdout)}
 
 
+def _steady_cost(samples: list[tuple[float, float]], history: Path) -> tuple[float, int] | None:
+    """(CPU seconds, requests) between the 2nd second and the last history row.
+
+    Excludes Locust's start-up (imports, spawning) that would inflate the per-request cost.
+    """
+    rows = []
+    with contextlib.suppress(OSError), history.open() as f:
+        rows = [(float(r["Timestamp"]), int(r["Total Request Count"]))
+                for r in csv.DictReader(f) if r["Name"] == "Aggregated"]
+    rows = [r for r in rows if r[1] > 0]
+    if len(rows) < 3 or len(samples) < 2:
+        return None
+    (ta, na), (tb, nb) = rows[1], rows[-1]
+
+    def cpu_at(t: float) -> float:
+        before = [c for ts, c in samples if ts <= t]
+        return before[-1] if before else samples[0][1]
+
+    return cpu_at(tb) - cpu_at(ta), nb - na
+
+
 def run_locust(url: str, seconds: int, user: str, users: int, batch: int,
                tmp: Path) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"), "--headless",
            "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--host", url,
-           "--only-summary", "--json-file", str(tmp / "cap"), "--stop-timeout", "5",
-           "--ht-sensor-pacing", "0", "--ht-gateway-pacing", "0", "--ht-batch-size", str(batch),
-           "--ht-verify", "false", user]
+           "--only-summary", "--json-file", str(tmp / "cap"), "--csv", str(tmp / "cap"),
+           "--stop-timeout", "5", "--ht-sensor-pacing", "0", "--ht-gateway-pacing", "0",
+           "--ht-batch-size", str(batch), "--ht-verify", "false", user]
+    (tmp / "cap_stats_history.csv").unlink(missing_ok=True)
     t0 = time.monotonic()
+    samples: list[tuple[float, float]] = []  # (unix time, locust CPU seconds)
     with (tmp / "locust.log").open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        cpu = 0.0
         while proc.poll() is None:  # sample: the process' CPU is gone once it exits
-            cpu = cluster.cpu_seconds_tree(proc) or cpu
-            time.sleep(0.2)
+            cpu = cluster.cpu_seconds_tree(proc)
+            if cpu:
+                samples.append((time.time(), cpu))
+            time.sleep(0.1)
     wall = time.monotonic() - t0
     stats = report.summarize_stats(report.load_json(tmp / "cap.json", []))
+    steady = _steady_cost(samples, tmp / "cap_stats_history.csv")
+    us_per_req = 1e6 * steady[0] / steady[1] if steady and steady[1] else None
     return {"command": " ".join(cmd), "exit_code": proc.returncode, "requests": stats["requests"],
             "failures": stats["failures"], "rps": stats["rps"], "p95_ms": stats["p95_ms"],
-            "locust_cpu_s": cpu, "wall_s": wall,
-            "locust_cpu_us_per_request": 1e6 * cpu / max(stats["requests"], 1),
-            "locust_cpu_share": cpu / wall}
+            "locust_cpu_s": samples[-1][1] if samples else 0.0, "wall_s": wall,
+            "locust_steady_cpu_s_and_requests": steady,
+            "locust_cpu_us_per_request": us_per_req,
+            "locust_ceiling_rps_per_core": 1e6 / us_per_req if us_per_req else None}
 
 
 def measure(kind: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """One fresh deployment, one load of `kind`, with CPU accounting around it."""
-    with cluster.deployment(args.shards, args.workers) as dep:
+    with cluster.deployment(args.shards, args.workers, aof=args.aof) as dep:
         shards = [s.cpu_seconds() for s in dep.shards]
         server = cluster.cpu_seconds_tree(dep.server)
         t0 = time.monotonic()
@@ -126,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-conns", type=int, default=16)
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--labs", type=int, default=1000)
+    p.add_argument("--aof", action="store_true",
+                   help="shards with appendonly yes + appendfsync everysec (as the Helm chart)")
     p.add_argument("--kinds", default="single,batch,locust-sensor,locust-gateway")
     p.add_argument("--out", type=Path, default=HERE / "results" / "capacity.json")
     args = p.parse_args(argv)

@@ -123,13 +123,16 @@ class Deployment:
     procs: list[subprocess.Popen] = field(default_factory=list)
 
 
-def start_shard(workdir: Path, index: int) -> Shard:
+def start_shard(workdir: Path, index: int, aof: bool = False) -> Shard:
+    """A redis-server on a free port; `aof` = append-only file with fsync every second,
+    as the Helm chart runs its shards (otherwise no persistence at all)."""
     port = free_port()
     d = workdir / f"shard{index}"
     d.mkdir(parents=True)
     proc = spawn(
         [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(d), "--daemonize", "no"],
+         "--appendonly", "yes" if aof else "no", "--appendfsync", "everysec",
+         "--dir", str(d), "--daemonize", "no"],
         d / "redis.log",
     )
     shard = Shard(port, proc)
@@ -160,14 +163,14 @@ def start_server(workdir: Path, shards: list[Shard], workers: int,
 
 @contextlib.contextmanager
 def deployment(shards: int, workers: int, extra_env: dict[str, str] | None = None,
-               keep: Path | None = None) -> Iterator[Deployment]:
+               keep: Path | None = None, aof: bool = False) -> Iterator[Deployment]:
     """Start shards and humtemp; stop all of them (by PID) on exit."""
     workdir = Path(tempfile.mkdtemp(prefix="humtemp-lt-"))
     started: list[subprocess.Popen] = []
     try:
         shard_list = []
         for i in range(shards):
-            shard = start_shard(workdir, i)
+            shard = start_shard(workdir, i, aof)
             started.append(shard.proc)
             shard_list.append(shard)
         url, server = start_server(workdir, shard_list, workers, extra_env)

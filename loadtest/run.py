@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bucket-duration", type=int, default=0,
                    help="service bucket length in s (0 = its default); short buckets make the run "
                         "cross bucket boundaries, which verification must handle")
+    p.add_argument("--aof", action="store_true",
+                   help="shards with appendonly yes + appendfsync everysec (as the Helm chart)")
     p.add_argument("--stop-timeout", default="10s", help="let in-flight requests finish at stop")
     p.add_argument("--inject-data-loss", type=float, default=0.0, metavar="SECONDS",
                    help="FLUSHALL shard 0 this many seconds in (proves verification can fail)")
@@ -150,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         run = run_locust(args, None, args.host, out)
     else:
         say(f"starting {args.shards} redis shards and humtemp with {args.workers} workers")
-        with cluster.deployment(args.shards, args.workers, env, keep=out / "logs") as dep:
+        with cluster.deployment(args.shards, args.workers, env, keep=out / "logs",
+                                aof=args.aof) as dep:
             say(f"humtemp ready at {dep.base_url}; shards on ports "
                 f"{[s.port for s in dep.shards]}")
             run = run_locust(args, dep, dep.base_url, out)
