@@ -29,6 +29,12 @@ def add_arguments(parser: Any) -> None:
         help="lab id prefix, unique per run so verification sees only this run's data")
     add("--ht-jitter", type=int, default=2, env_var="HUMTEMP_LT_JITTER",
         help="timestamps are now minus up to this many seconds")
+    add("--ht-step-users", type=int, default=50, env_var="HUMTEMP_LT_STEP_USERS",
+        help="StepShape (loadtest/shapes.py): users added per step")
+    add("--ht-step-seconds", type=float, default=30.0, env_var="HUMTEMP_LT_STEP_SECONDS",
+        help="StepShape: seconds each step lasts")
+    add("--ht-steps", type=int, default=5, env_var="HUMTEMP_LT_STEPS",
+        help="StepShape: number of steps before the test stops")
     add("--ht-verify", default="true", env_var="HUMTEMP_LT_VERIFY",
         help="verify acknowledged writes against the service at the end (true/false)")
     add("--ht-verify-labs", type=int, default=1000, env_var="HUMTEMP_LT_VERIFY_LABS",

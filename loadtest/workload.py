@@ -40,3 +40,11 @@ def observation(lab_id: str, rng: random.Random, jitter: int, now: float | None 
 
 def lab_name(prefix: str, index: int) -> str:
     return f"{prefix}{index:06d}"
+
+
+def step_target(run_time: float, step_users: int, step_seconds: float,
+                steps: int) -> int | None:
+    """Users wanted `run_time` seconds in; None once the last step is over."""
+    if step_seconds <= 0 or run_time >= steps * step_seconds:
+        return None
+    return (int(run_time // step_seconds) + 1) * step_users
