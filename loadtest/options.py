@@ -9,45 +9,44 @@ from typing import Any
 DEFAULT_MIX = "sensor=8,gateway=1,dashboard=1"
 
 
+# (name, type, default, help): flag --ht-<name>, env HUMTEMP_LT_<NAME>
+FLAGS: list[tuple[str, type, Any, str]] = [
+    ("labs", int, 1000,
+     "size of the lab pool (sensor users map onto it; gateways/dashboards pick from it)"),
+    ("batch-size", int, 100, "observations per POST /observations"),
+    ("sensor-pacing", float, 30.0,
+     "seconds between a sensor's posts (constant pacing); 0 = flat out"),
+    ("gateway-pacing", float, 1.0, "seconds between a gateway's batches; 0 = flat out"),
+    ("dashboard-pacing", float, 5.0, "seconds between a dashboard's reads; 0 = flat out"),
+    ("mix", str, DEFAULT_MIX,
+     "user-class weights, the read/write mix: sensor=N,gateway=N,dashboard=N"),
+    ("prefix", str, f"lt-{uuid.uuid4().hex[:8]}-",
+     "lab id prefix, unique per run so verification sees only this run's data"),
+    ("jitter", int, 2, "timestamps are now minus up to this many seconds"),
+    ("step-users", int, 50, "StepShape (loadtest/shapes.py): users added per step"),
+    ("step-seconds", float, 30.0, "StepShape: seconds each step lasts"),
+    ("steps", int, 5, "StepShape: number of steps before the test stops"),
+    ("verify", str, "true",
+     "verify acknowledged writes against the service at the end (true/false)"),
+    ("verify-labs", int, 1000,
+     "lab-buckets also checked one by one via /summary/lab (0 = all); every lab is "
+     "checked via /summary/detail and /summary regardless"),
+    ("verify-file", str, "", "write the verification result as JSON here"),
+]
+
+
 def add_arguments(parser: Any) -> None:
     """Register the --ht-* flags on Locust's (configargparse) parser."""
     group = parser.add_argument_group("humtemp scenarios")
-    add = group.add_argument
-    add("--ht-labs", type=int, default=1000, env_var="HUMTEMP_LT_LABS",
-        help="size of the lab pool (sensor users map onto it; gateways/dashboards pick from it)")
-    add("--ht-batch-size", type=int, default=100, env_var="HUMTEMP_LT_BATCH_SIZE",
-        help="observations per POST /observations")
-    add("--ht-sensor-pacing", type=float, default=30.0, env_var="HUMTEMP_LT_SENSOR_PACING",
-        help="seconds between a sensor's posts (constant pacing); 0 = flat out")
-    add("--ht-gateway-pacing", type=float, default=1.0, env_var="HUMTEMP_LT_GATEWAY_PACING",
-        help="seconds between a gateway's batches; 0 = flat out")
-    add("--ht-dashboard-pacing", type=float, default=5.0, env_var="HUMTEMP_LT_DASHBOARD_PACING",
-        help="seconds between a dashboard's reads; 0 = flat out")
-    add("--ht-mix", default=DEFAULT_MIX, env_var="HUMTEMP_LT_MIX",
-        help="user-class weights, the read/write mix: sensor=N,gateway=N,dashboard=N")
-    add("--ht-prefix", default=f"lt-{uuid.uuid4().hex[:8]}-", env_var="HUMTEMP_LT_PREFIX",
-        help="lab id prefix, unique per run so verification sees only this run's data")
-    add("--ht-jitter", type=int, default=2, env_var="HUMTEMP_LT_JITTER",
-        help="timestamps are now minus up to this many seconds")
-    add("--ht-step-users", type=int, default=50, env_var="HUMTEMP_LT_STEP_USERS",
-        help="StepShape (loadtest/shapes.py): users added per step")
-    add("--ht-step-seconds", type=float, default=30.0, env_var="HUMTEMP_LT_STEP_SECONDS",
-        help="StepShape: seconds each step lasts")
-    add("--ht-steps", type=int, default=5, env_var="HUMTEMP_LT_STEPS",
-        help="StepShape: number of steps before the test stops")
-    add("--ht-verify", default="true", env_var="HUMTEMP_LT_VERIFY",
-        help="verify acknowledged writes against the service at the end (true/false)")
-    add("--ht-verify-labs", type=int, default=1000, env_var="HUMTEMP_LT_VERIFY_LABS",
-        help="lab-buckets also checked one by one via /summary/lab (0 = all); every lab is "
-             "checked via /summary/detail and /summary regardless")
+    for name, kind, default, text in FLAGS:
+        env = "HUMTEMP_LT_" + name.upper().replace("-", "_")
+        group.add_argument(f"--ht-{name}", type=kind, default=default, env_var=env, help=text)
     # on the parser itself: only it knows Locust's is_secret (masked in the web UI)
     parser.add_argument("--ht-token", default="", env_var="HUMTEMP_LT_TOKEN", is_secret=True,
                         help="bearer token sent with every request (the service's "
                              "HUMTEMP_INGEST_TOKENS / HUMTEMP_READ_TOKENS)")
     parser.add_argument("--ht-read-token", default="", env_var="HUMTEMP_LT_READ_TOKEN",
                         is_secret=True, help="bearer token for reads, if not --ht-token")
-    add("--ht-verify-file", default="", env_var="HUMTEMP_LT_VERIFY_FILE",
-        help="write the verification result as JSON here")
 
 
 @dataclass(frozen=True)
