@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="shards with appendonly yes + appendfsync everysec (as the Helm chart)")
     p.add_argument("--stop-timeout", default="10s", help="let in-flight requests finish at stop")
     p.add_argument("--inject-data-loss", type=float, default=0.0, metavar="SECONDS",
-                   help="FLUSHALL shard 0 this many seconds in (proves verification can fail)")
+                   help="FLUSHALL shard 0 this many seconds after data first reached it "
+                        "(proves verification can fail)")
     p.add_argument("--out", type=Path, default=HERE / "results")
     return p.parse_args(argv)
 
@@ -81,6 +82,14 @@ def locust_command(args: argparse.Namespace, host: str, out: Path) -> list[str]:
     return cmd + [CLASSES[n] for n in names]
 
 
+def _lose_data(shard: cluster.Shard, after: float, done: threading.Event) -> None:
+    """FLUSHALL `shard` `after` seconds past its first stored key (so loss is certain)."""
+    while not done.is_set() and shard.command("DBSIZE").strip() in (":0", ""):
+        time.sleep(0.1)
+    if not done.wait(after):
+        say(f"injecting data loss: FLUSHALL on shard 0 -> {shard.command('FLUSHALL')!r}")
+
+
 def run_locust(args: argparse.Namespace, dep: cluster.Deployment | None, host: str,
                out: Path) -> dict[str, Any]:
     cmd = locust_command(args, host, out)
@@ -88,18 +97,15 @@ def run_locust(args: argparse.Namespace, dep: cluster.Deployment | None, host: s
     shards = dep.shards if dep else []
     redis_before = [s.cpu_seconds() for s in shards]
     server_before = cluster.cpu_seconds_tree(dep.server if dep else None)
-    timer = None
+    done = threading.Event()
     if args.inject_data_loss and shards:
-        def lose_data() -> None:
-            say(f"injecting data loss: FLUSHALL on shard 0 -> {shards[0].command('FLUSHALL')!r}")
-        timer = threading.Timer(args.inject_data_loss, lose_data)
-        timer.start()
+        threading.Thread(target=_lose_data, args=(shards[0], args.inject_data_loss, done),
+                         daemon=True).start()
     t0 = time.monotonic()
     with (out / "locust.log").open("wb") as log:
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
     wall = time.monotonic() - t0
-    if timer:
-        timer.cancel()
+    done.set()
     redis_cpu = [after - before for before, after in
                  zip(redis_before, (s.cpu_seconds() for s in shards), strict=True)]
     return {"locust_exit_code": rc, "wall_s": wall, "redis_cpu_s": redis_cpu,

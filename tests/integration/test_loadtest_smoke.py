@@ -49,7 +49,7 @@ def test_runner_fails_when_the_service_loses_acknowledged_data(tmp_path: Path) -
     proc = _run(tmp_path, "--shards", "2", "--workers", "1", "--users", "20",
                 "--spawn-rate", "20", "--run-time", "6s", "--processes", "2",
                 "--scenario", "sensor,gateway", "--sensor-pacing", "0.2",
-                "--inject-data-loss", "3")
+                "--inject-data-loss", "2")
     assert proc.returncode == 1, (proc.stdout + proc.stderr)[-4000:]
     assert "injecting data loss: FLUSHALL on shard 0 -> '+OK" in proc.stdout
     rep = json.loads((tmp_path / "report.json").read_text())
