@@ -36,18 +36,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shards", type=int, default=2, help="redis-server shards to start")
     p.add_argument("--workers", type=int, default=1, help="humtemp worker processes")
     p.add_argument("--host", default="", help="test this running service instead of starting one")
-    p.add_argument("--users", type=int, default=50)
-    p.add_argument("--spawn-rate", type=float, default=50)
-    p.add_argument("--run-time", default="15s")
+    p.add_argument("--users", type=int, default=50, help="Locust users in all (default 50)")
+    p.add_argument("--spawn-rate", type=float, default=50, help="users started per second")
+    p.add_argument("--run-time", default="15s", help="Locust --run-time (default 15s)")
     p.add_argument("--processes", type=int, default=2, help="Locust worker processes (0 = one)")
     p.add_argument("--scenario", default="sensor,gateway,dashboard",
                    help="comma list of sensor, gateway, dashboard")
     p.add_argument("--mix", default="", help="class weights, e.g. sensor=8,gateway=1,dashboard=1")
-    p.add_argument("--labs", type=int, default=500)
-    p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--sensor-pacing", type=float, default=1.0, help="s between posts; 0 = flat out")
-    p.add_argument("--gateway-pacing", type=float, default=1.0)
-    p.add_argument("--dashboard-pacing", type=float, default=2.0)
+    p.add_argument("--labs", type=int, default=500, help="lab pool size (default 500)")
+    p.add_argument("--batch-size", type=int, default=50, help="observations per gateway batch")
+    p.add_argument("--sensor-pacing", type=float, default=1.0,
+                   help="s between a sensor's posts (default 1; 30 is realistic); 0 = flat out")
+    p.add_argument("--gateway-pacing", type=float, default=1.0,
+                   help="s between batches; 0 = flat out")
+    p.add_argument("--dashboard-pacing", type=float, default=2.0, help="s between reads")
     p.add_argument("--bucket-duration", type=int, default=0,
                    help="service bucket length in s (0 = its default); short buckets make the run "
                         "cross bucket boundaries, which verification must handle")
@@ -57,7 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--inject-data-loss", type=float, default=0.0, metavar="SECONDS",
                    help="FLUSHALL shard 0 this many seconds after data first reached it "
                         "(proves verification can fail)")
-    p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--out", type=Path, default=HERE / "results",
+                   help="report.json, report.png, Locust CSV/JSON, logs (default loadtest/results)")
     return p.parse_args(argv)
 
 
