@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bucket-duration", type=int, default=0,
                    help="service bucket length in s (0 = its default); short buckets make the run "
                         "cross bucket boundaries, which verification must handle")
+    p.add_argument("--token", default="",
+                   help="bearer token: the started service requires it for writes and reads "
+                        "(HUMTEMP_INGEST_TOKENS/READ_TOKENS), Locust sends it (--ht-token)")
     p.add_argument("--aof", action="store_true",
                    help="shards with appendonly yes + appendfsync everysec (as the Helm chart)")
     p.add_argument("--stop-timeout", default="10s", help="let in-flight requests finish at stop")
@@ -80,6 +83,8 @@ def locust_command(args: argparse.Namespace, host: str, out: Path) -> list[str]:
            "--ht-gateway-pacing", str(args.gateway_pacing),
            "--ht-dashboard-pacing", str(args.dashboard_pacing),
            "--ht-mix", mix, "--ht-verify-file", str(out / "verification.json")]
+    if args.token:
+        cmd += ["--ht-token", args.token]
     if args.processes > 0:
         cmd += ["--processes", str(args.processes)]
     return cmd + [CLASSES[n] for n in names]
@@ -96,7 +101,8 @@ def _lose_data(shard: cluster.Shard, after: float, done: threading.Event) -> Non
 def run_locust(args: argparse.Namespace, dep: cluster.Deployment | None, host: str,
                out: Path) -> dict[str, Any]:
     cmd = locust_command(args, host, out)
-    say("locust: " + " ".join(cmd))
+    shown = ["***" if args.token and part == args.token else part for part in cmd]
+    say("locust: " + " ".join(shown))
     shards = dep.shards if dep else []
     redis_before = [s.cpu_seconds() for s in shards]
     server_before = cluster.cpu_seconds_tree(dep.server if dep else None)
@@ -113,7 +119,7 @@ def run_locust(args: argparse.Namespace, dep: cluster.Deployment | None, host: s
                  zip(redis_before, (s.cpu_seconds() for s in shards), strict=True)]
     return {"locust_exit_code": rc, "wall_s": wall, "redis_cpu_s": redis_cpu,
             "humtemp_cpu_s": cluster.cpu_seconds_tree(dep.server if dep else None) - server_before,
-            "command": cmd}
+            "command": shown}
 
 
 def build_report(args: argparse.Namespace, run: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -132,7 +138,7 @@ def build_report(args: argparse.Namespace, run: dict[str, Any], out: Path) -> di
         "humtemp_cpu_s": run["humtemp_cpu_s"],
         "humtemp_cpu_us_per_request": (1e6 * run["humtemp_cpu_s"] / stats["requests"]
                                        if stats["requests"] else None),
-        "config": {k: str(v) for k, v in vars(args).items()},
+        "config": {k: str(v) for k, v in vars(args).items() if k != "token"},
         "locust_command": run["command"],
     }
     rep["ok"] = bool(run["locust_exit_code"] == 0 and stats["requests"] > 0
@@ -151,11 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("stats.json", "verification.json", "report.json", "report.png"):
         (out / stale).unlink(missing_ok=True)
-    env = {}
+    env: dict[str, str] = {}
     if args.bucket_duration:
         # keep every bucket of the run readable until verification is done
         env = {"HUMTEMP_BUCKET_DURATION": str(args.bucket_duration),
                "HUMTEMP_BUCKET_RETENTION": str(max(2, 3600 // args.bucket_duration))}
+    if args.token:
+        env |= {"HUMTEMP_INGEST_TOKENS": args.token, "HUMTEMP_READ_TOKENS": args.token}
     if args.host:
         say(f"target: {args.host} (not starting a deployment)")
         run = run_locust(args, None, args.host, out)

@@ -49,13 +49,15 @@ def test_runner_fails_when_the_service_loses_acknowledged_data(tmp_path: Path) -
     proc = _run(tmp_path, "--shards", "2", "--workers", "1", "--users", "20",
                 "--spawn-rate", "20", "--run-time", "6s", "--processes", "2",
                 "--scenario", "sensor,gateway", "--sensor-pacing", "0.2",
-                "--inject-data-loss", "2")
+                "--inject-data-loss", "2", "--token", "s3cret-token")
     assert proc.returncode == 1, (proc.stdout + proc.stderr)[-4000:]
     assert "injecting data loss: FLUSHALL on shard 0 -> '+OK" in proc.stdout
     rep = json.loads((tmp_path / "report.json").read_text())
-    assert rep["ok"] is False and rep["failures"] == 0  # every request succeeded ...
+    assert rep["ok"] is False and rep["failures"] == 0  # every request succeeded (with the
+    # bearer token the service was started to require: no 401s) ...
     v = rep["verification"]
     assert not v["ok"] and v["stored"] < v["acknowledged"]  # ... yet data is gone
     assert any(m["problem"] == "count differs" and m["stored"] < m["acknowledged"]
                for m in v["mismatches"])
+    assert "s3cret-token" not in (tmp_path / "report.json").read_text() + proc.stdout
     assert "verification: FAILED" in proc.stdout and "off: {'lab': " in proc.stdout
