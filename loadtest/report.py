@@ -61,19 +61,30 @@ def summarize_stats(entries: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def read_history(csv_path: Path) -> list[tuple[float, float, float | None]]:
-    """(timestamp, req/s, p95 ms) rows of the Aggregated series."""
-    rows = []
+def read_history(csv_path: Path, window: float = 3.0) -> list[tuple[float, float, float | None]]:
+    """(timestamp, req/s, p95 ms) of the Aggregated series.
+
+    req/s is recomputed from "Total Request Count" over a `window`-second span: Locust's
+    own Requests/s column is a lagging rolling figure (workers report every 3 s).
+    """
+    rows: list[tuple[float, int, float | None]] = []
     if not csv_path.exists():
-        return rows
+        return []
     with csv_path.open() as f:
         for row in csv.DictReader(f):
             if row.get("Name") != "Aggregated":
                 continue
             p95 = row.get("95%", "N/A")
-            rows.append((float(row["Timestamp"]), float(row["Requests/s"]),
+            rows.append((float(row["Timestamp"]), int(row["Total Request Count"]),
                          None if p95 in ("N/A", "", None) else float(p95)))
-    return rows
+    out = []
+    for i, (t, count, p95) in enumerate(rows):
+        j = i
+        while j > 0 and rows[j][0] > t - window:
+            j -= 1
+        span = t - rows[j][0]
+        out.append((t, (count - rows[j][1]) / span if span > 0 else 0.0, p95))
+    return out
 
 
 def plot(history: list[tuple[float, float, float | None]], png: Path, title: str) -> None:

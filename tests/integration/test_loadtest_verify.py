@@ -15,7 +15,7 @@ from pathlib import Path
 
 from loadtest.fake_service import FakeService, serve
 from loadtest.ledger import Ledger
-from loadtest.report import percentile
+from loadtest.report import percentile, read_history
 from loadtest.verify import HttpSummaryClient, verify
 from loadtest.workload import BucketClock, observation
 
@@ -120,3 +120,15 @@ def test_distributed_run_exits_nonzero_when_service_loses_data(tmp_path: Path) -
     assert not result["ok"] and result["mismatches"]
     assert "verification FAILED" in proc.stderr
     assert result["stored"] == result["acknowledged"] - fake.seen // 25
+
+
+def test_history_rate_is_recomputed_from_total_counts(tmp_path: Path) -> None:
+    lines = ["Timestamp,User Count,Type,Name,Requests/s,95%,Total Request Count"]
+    for t, count in enumerate((0, 0, 0, 300, 300, 300, 900)):
+        lines.append(f"{100 + t},10,,Aggregated,0,{'N/A' if not count else 12},{count}")
+        lines.append(f"{100 + t},10,POST,/observation,0,12,{count}")
+    path = tmp_path / "h.csv"
+    path.write_text("\n".join(lines) + "\n")
+    assert [(t, r, p) for t, r, p in read_history(path)] == [
+        (100.0, 0.0, None), (101.0, 0.0, None), (102.0, 0.0, None), (103.0, 100.0, 12.0),
+        (104.0, 100.0, 12.0), (105.0, 100.0, 12.0), (106.0, 200.0, 12.0)]
