@@ -103,6 +103,8 @@ class EmbeddedShards:
             "appendonly yes\n"
             "appendfsync everysec\n"
             'save ""\n'
+            # exactly-once: a lab-day of timestamps stays a compact intset (~12 KB)
+            "set-max-intset-entries 4096\n"
             "daemonize no\n"
             "loglevel warning\n"
             f"logfile {shard_dir / 'redis.log'}\n"

@@ -328,15 +328,20 @@ class Shard:
             if time.monotonic() - self._last_used < IDLE_CHECK_SECONDS:
                 return conn
             try:
-                async with asyncio.timeout(self.settings.redis_timeout):
+                # Budget: this check plus the write stay within connect + command timeout.
+                async with asyncio.timeout(self.settings.redis_connect_timeout):
                     await conn.send_command("PING")
                     await conn.read_response()
                 self._last_used = time.monotonic()
                 return conn
-            except (RedisError, OSError, TimeoutError):
+            except TimeoutError:
+                # A stalled server: give up on it (nothing of ours was sent).
+                await self._drop_connection()
+                raise
+            except (RedisError, OSError):
                 await self._drop_connection()
         conn = self._conn = self._write_pool.make_connection()
-        async with asyncio.timeout(self.settings.shard_deadline):
+        async with asyncio.timeout(self.settings.redis_connect_timeout):
             await conn.connect()
             await conn.send_command("SCRIPT", "LOAD", WRITE_SCRIPT)
             await conn.read_response()

@@ -115,3 +115,46 @@ async def test_all_shards_down_is_503_not_500(
     assert (await client.get("/readyz")).status == 503
     for s in clean_shards:
         s.start()
+
+
+class BlackHole:
+    """A TCP port that accepts connections and never answers: a hung Redis."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.name = "blackhole"
+        self.spec = f"blackhole=redis://127.0.0.1:{self.sock.getsockname()[1]}/0"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def test_hung_shard_costs_at_most_two_seconds_by_default(
+    make_client: ClientFactory, clean_shards: list[RedisServer]
+) -> None:
+    hole = BlackHole()
+    try:
+        servers = [clean_shards[0], hole]
+        client = await make_client(servers, on_shard_down="reject")  # type: ignore[arg-type]
+        lab = lab_on(hole, servers)  # type: ignore[arg-type]
+        started = time.monotonic()
+        resp = await client.post("/observation", json=obs(lab))
+        assert resp.status == 503
+        assert time.monotonic() - started <= 2.0
+        other = next(lab for lab in (f"lab{i}" for i in range(1000))
+                     if lab_on_name(lab, servers) == clean_shards[0].name)  # type: ignore[arg-type]
+        assert (await client.post("/observation", json=obs(other))).status == 200
+        started = time.monotonic()
+        summary = await client.get("/summary", params={"offset": 0})
+        assert time.monotonic() - started <= 2.0
+        assert summary.headers["X-Humtemp-Missing-Shards"] == "blackhole"
+    finally:
+        hole.close()
+
+
+def lab_on_name(lab: str, servers: list[RedisServer]) -> str:
+    return ShardRing([s.name for s in servers]).owner(lab)
