@@ -20,7 +20,9 @@ from typing import Any
 from locust import FastHttpUser, constant, constant_pacing, events, tag, task
 from locust.runners import MasterRunner, WorkerRunner
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # locust only adds loadtest/
+# locust only puts loadtest/ on sys.path; not resolve(): a Kubernetes ConfigMap mount makes
+# every file a symlink into a hidden ..data directory
+sys.path.insert(0, str(Path(__file__).absolute().parent.parent))
 
 from loadtest import distributed, options
 from loadtest.ledger import Ledger

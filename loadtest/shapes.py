@@ -19,7 +19,9 @@ from typing import Any
 
 from locust import LoadTestShape
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # locust only adds loadtest/
+# locust only puts loadtest/ on sys.path; not resolve(): a Kubernetes ConfigMap mount makes
+# every file a symlink into a hidden ..data directory
+sys.path.insert(0, str(Path(__file__).absolute().parent.parent))
 
 from loadtest.workload import step_target
 

@@ -39,3 +39,19 @@ def test_shape_ended_distributed_run_is_verified(tmp_path: Path) -> None:
     assert "Shape test updating to 8 users" in proc.stderr
     result = json.loads((tmp_path / "v.json").read_text())
     assert result["ok"] and result["acknowledged"] == fake.seen > 20
+
+
+def test_locustfile_loads_from_a_configmap_style_symlinked_mount(tmp_path: Path) -> None:
+    """k8s/loadtest mounts loadtest/ from a ConfigMap: each file a symlink into ..data/."""
+    mount = tmp_path / "opt" / "loadtest"
+    data = mount / "..2026_01_01_00_00_00.000000001"
+    data.mkdir(parents=True)
+    (mount / "..data").symlink_to(data.name)
+    for src in (ROOT / "loadtest").glob("*.py"):
+        (data / src.name).write_bytes(src.read_bytes())
+        (mount / src.name).symlink_to(f"..data/{src.name}")
+    proc = subprocess.run([sys.executable, "-m", "locust", "-f", str(mount / "locustfile.py"),
+                           "--list"], capture_output=True, text=True, timeout=60, check=False,
+                          cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {"SensorUser", "GatewayUser", "DashboardUser"} <= set(proc.stdout.split())
