@@ -22,7 +22,7 @@ import gevent
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtest.ledger import Ledger
-from loadtest.options import Scenario
+from loadtest.options import Scenario, test_prefix
 from loadtest.verify import HttpSummaryClient, Verification, verify
 from loadtest.workload import BucketClock
 
@@ -37,7 +37,18 @@ class RunState:
     clock: BucketClock = field(default_factory=lambda: BucketClock(0, 86400))
     worker_index: int = 0
     replies: dict[str, Ledger] = field(default_factory=dict)
+    tests: int = 0
+    base_prefix: str = ""
     _counter: itertools.count = field(default_factory=itertools.count)
+
+    def new_test(self, opts: Any) -> None:
+        """On the master (or single process), before workers get the options: a later test
+        of the same Locust process (web UI "New test") gets its own lab prefix, so its
+        verification does not see the labs the earlier tests wrote."""
+        if self.tests == 0:
+            self.base_prefix = opts.ht_prefix
+        self.tests += 1
+        opts.ht_prefix = test_prefix(self.base_prefix, self.tests)
 
     def next_sensor_lab(self) -> int:
         """Lab index for a new sensor user: distinct per worker until the pool wraps."""

@@ -174,6 +174,8 @@ def _on_init(environment: Any, **_: Any) -> None:
 
 @events.test_start.add_listener
 def _on_test_start(environment: Any, **_: Any) -> None:
+    if not isinstance(environment.runner, WorkerRunner):
+        STATE.new_test(environment.parsed_options)
     _configure(environment)  # workers only now have the master's --ht-* values
     STATE.ledger = Ledger()
     if not isinstance(environment.runner, MasterRunner):

@@ -93,3 +93,8 @@ def parse_mix(text: str) -> dict[str, int]:
             raise ValueError(f"--ht-mix: unknown scenario {name!r}")
         weights[name] = int(value or 1)
     return weights
+
+
+def test_prefix(base: str, test_number: int) -> str:
+    """Lab prefix of the n-th test of one Locust process: the given one first, then base + rN-."""
+    return base if test_number <= 1 else f"{base}r{test_number}-"

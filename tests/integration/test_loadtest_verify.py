@@ -15,6 +15,7 @@ from pathlib import Path
 
 from loadtest.fake_service import FakeService, serve
 from loadtest.ledger import Ledger
+from loadtest.options import test_prefix
 from loadtest.report import percentile, read_history
 from loadtest.verify import HttpSummaryClient, verify
 from loadtest.workload import BucketClock, observation
@@ -132,3 +133,48 @@ def test_history_rate_is_recomputed_from_total_counts(tmp_path: Path) -> None:
     assert [(t, r, p) for t, r, p in read_history(path)] == [
         (100.0, 0.0, None), (101.0, 0.0, None), (102.0, 0.0, None), (103.0, 100.0, 12.0),
         (104.0, 100.0, 12.0), (105.0, 100.0, 12.0), (106.0, 200.0, 12.0)]
+
+
+# Two tests in one Locust process (the web UI's "New test"), driven through Locust's
+# library API in a subprocess (importing locust here would gevent-patch pytest).
+TWO_TESTS = """
+import json
+import sys
+
+import gevent
+from locust import events
+from locust.argument_parser import parse_options
+from locust.env import Environment
+
+sys.path.insert(0, sys.argv[1])
+from loadtest import locustfile as lf  # noqa: E402
+
+url, out = sys.argv[2], sys.argv[3]
+opts = parse_options(args=["-f", "x", "--ht-sensor-pacing", "0.1", "--ht-prefix", "two-",
+                           "--ht-verify-file", out])
+env = Environment(user_classes=[lf.SensorUser], events=events, host=url, parsed_options=opts)
+runner = env.create_local_runner()
+events.init.fire(environment=env, runner=runner, web_ui=None)
+results = []
+for _ in range(2):
+    runner.start(4, 4)
+    gevent.sleep(1.5)
+    runner.stop()
+    results.append(json.load(open(out)))
+print(json.dumps([[r["prefix"], r["ok"], r["acknowledged"]] for r in results]))
+sys.exit(env.process_exit_code or 0)
+"""
+
+
+def test_each_test_of_one_locust_process_gets_its_own_prefix_and_verifies(
+        tmp_path: Path) -> None:
+    assert [test_prefix("p-", n) for n in (1, 2, 3)] == ["p-", "p-r2-", "p-r3-"]
+    script = tmp_path / "two_tests.py"
+    script.write_text(TWO_TESTS)
+    with serve(FakeService()) as url:
+        proc = subprocess.run([sys.executable, str(script), str(ROOT), url,
+                               str(tmp_path / "v.json")],
+                              capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (p1, ok1, n1), (p2, ok2, n2) = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (p1, p2, ok1, ok2) == ("two-", "two-r2-", True, True) and n1 > 0 and n2 > 0
