@@ -22,7 +22,7 @@ import gevent
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtest.ledger import Ledger
-from loadtest.options import Scenario, test_prefix
+from loadtest.options import Scenario, prefix_for_test
 from loadtest.verify import HttpSummaryClient, Verification, verify
 from loadtest.workload import BucketClock
 
@@ -48,7 +48,7 @@ class RunState:
         if self.tests == 0:
             self.base_prefix = opts.ht_prefix
         self.tests += 1
-        opts.ht_prefix = test_prefix(self.base_prefix, self.tests)
+        opts.ht_prefix = prefix_for_test(self.base_prefix, self.tests)
 
     def next_sensor_lab(self) -> int:
         """Lab index for a new sensor user: distinct per worker until the pool wraps."""

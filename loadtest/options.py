@@ -95,6 +95,6 @@ def parse_mix(text: str) -> dict[str, int]:
     return weights
 
 
-def test_prefix(base: str, test_number: int) -> str:
+def prefix_for_test(base: str, test_number: int) -> str:
     """Lab prefix of the n-th test of one Locust process: the given one first, then base + rN-."""
     return base if test_number <= 1 else f"{base}r{test_number}-"

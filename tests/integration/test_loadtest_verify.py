@@ -15,7 +15,7 @@ from pathlib import Path
 
 from loadtest.fake_service import FakeService, serve
 from loadtest.ledger import Ledger
-from loadtest.options import test_prefix
+from loadtest.options import prefix_for_test
 from loadtest.report import percentile, read_history
 from loadtest.verify import HttpSummaryClient, verify
 from loadtest.workload import BucketClock, observation
@@ -168,7 +168,7 @@ sys.exit(env.process_exit_code or 0)
 
 def test_each_test_of_one_locust_process_gets_its_own_prefix_and_verifies(
         tmp_path: Path) -> None:
-    assert [test_prefix("p-", n) for n in (1, 2, 3)] == ["p-", "p-r2-", "p-r3-"]
+    assert [prefix_for_test("p-", n) for n in (1, 2, 3)] == ["p-", "p-r2-", "p-r3-"]
     script = tmp_path / "two_tests.py"
     script.write_text(TWO_TESTS)
     with serve(FakeService()) as url:
