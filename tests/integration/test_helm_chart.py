@@ -63,6 +63,7 @@ CASES: dict[str, dict] = {
     "auth": {"redis": {"auth": {"enabled": True}, "shards": 4}},
     "auth-existing": {"redis": {"auth": {"enabled": True, "existingSecret": "my-redis"}}},
     "workers-no-persistence": {"workers": 2, "redis": {"persistence": {"enabled": False}}},
+    "capacity-100k": yaml.safe_load((CHART / "values-100k.yaml").read_text()),
 }
 
 
@@ -427,3 +428,22 @@ def test_every_value_is_documented() -> None:
     deploy = (ROOT / "docs" / "deploy.md").read_text()
     missing = [p for p in params if f"`{p}`" not in deploy]
     assert not missing, f"docs/deploy.md values table lacks {missing}"
+
+
+def test_capacity_profile_matches_docs_capacity() -> None:
+    """docs/capacity.md's table and values-100k.yaml must say the same numbers."""
+    profile = CASES["capacity-100k"]
+    doc = (ROOT / "docs/capacity.md").read_text()
+    rows = re.finditer(r"^\| `([\w.]+)` \| ([^|]+?) \|", doc, re.M)
+    table = {m.group(1): m.group(2).strip('`"') for m in rows}
+    for path, documented in table.items():
+        value = profile
+        for key in path.split("."):
+            value = value[key]
+        assert str(value) == documented, path
+    assert len(table) == 6
+    objs = rendered("capacity-100k")
+    hpa = next(o for o in objs if o["kind"] == "HorizontalPodAutoscaler")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (19, 28)
+    sts = next(o for o in objs if o["kind"] == "StatefulSet")
+    assert sts["spec"]["replicas"] == 6
