@@ -29,12 +29,17 @@ def redis_binary() -> str:
 class RedisServer:
     """One redis-server on 127.0.0.1; can be killed (-9) and restarted on the same port."""
 
-    def __init__(self, directory: Path, name: str, appendonly: bool = True) -> None:
+    def __init__(self, directory: Path, name: str, appendonly: bool = True,
+                 appendfsync: str = "always") -> None:
         self.directory = directory / name
         self.directory.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.port = free_port()
         self.appendonly = appendonly
+        # "always": Redis writes the AOF before every reply. With "everysec" it may
+        # postpone the write() while a slow background fsync runs, so a kill -9 on a
+        # loaded machine could lose an acknowledged write and make the tests flaky.
+        self.appendfsync = appendfsync
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -49,7 +54,7 @@ class RedisServer:
         conf = self.directory / "redis.conf"
         conf.write_text(
             f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\n"
-            f"appendonly {'yes' if self.appendonly else 'no'}\nappendfsync everysec\n"
+            f"appendonly {'yes' if self.appendonly else 'no'}\nappendfsync {self.appendfsync}\n"
             'save ""\ndaemonize no\nloglevel warning\n'
             f"logfile {self.directory / 'redis.log'}\n"
         )
