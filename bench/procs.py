@@ -89,9 +89,12 @@ class Service:
 
 
 def start(name: str, cmd: list[str], url: str, log_path: Path, env: dict[str, str]) -> Service:
-    """Start `cmd` with its output in `log_path` (a file: a full pipe would stall the server)."""
+    """Start `cmd` in the log's directory with its output in `log_path` (a file: a full pipe
+    would stall the server; the cwd matters because `python -m` puts it first on sys.path)."""
     log = log_path.open("wb")
-    popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    popen = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=log_path.parent
+    )
     log.close()
     return Service(name=name, popen=popen, url=url, log_path=log_path)
 

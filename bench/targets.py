@@ -47,11 +47,12 @@ def start_humtemp(
             "HUMTEMP_BUCKET_OFFSET": "1970-01-01T00:00:00+00:00",
             "HUMTEMP_DATA_DIR": str(workdir / "data"),
             "HUMTEMP_LOG_LEVEL": "warning",
-            # prometheus-client multiprocess mode needs a private directory per run.
-            "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prom"),
         }
     )
-    (workdir / "prom").mkdir(exist_ok=True)
+    # humtemp makes its own multiprocess metrics dir for --workers > 1; an inherited one
+    # would put the single process in (slower) multiprocess mode too.
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop("prometheus_multiproc_dir", None)
     service = start(
         name, humtemp_command(port, workers), f"http://127.0.0.1:{port}", workdir / "log", env
     )
