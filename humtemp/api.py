@@ -1,0 +1,267 @@
+"""HTTP routes: the original API (`/observation`, `/summary`) and what was added.
+
+Handlers stay thin: decode (:mod:`humtemp.decoding`), hand the observations to
+the shards (:mod:`humtemp.store`), shape the answer. Errors are raised as
+:class:`~humtemp.errors.ApiError` and rendered by :mod:`humtemp.middleware`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from humtemp import metrics
+from humtemp.config import Settings
+from humtemp.decoding import (
+    NDJSON_TYPES,
+    decode_json_batch,
+    decode_ndjson_batch,
+    decode_one,
+    is_json_type,
+)
+from humtemp.errors import ApiError, json_response
+from humtemp.model import LAB_ID_PATTERN, Aggregate, Buckets
+from humtemp.shard import ShardOutcomeUnknown, ShardOverloaded, ShardUnavailable
+from humtemp.store import ShardSet
+
+SETTINGS = web.AppKey("settings", Settings)
+SHARDS = web.AppKey("shards", ShardSet)
+BUCKETS = web.AppKey("buckets", Buckets)
+STATE = web.AppKey("state", dict)
+OPENAPI = resources.files("humtemp").joinpath("openapi.json").read_bytes()
+_NULL = b"null"
+MAX_OFFSET = 1_000_000
+
+
+def _shard_error(exc: Exception) -> ApiError:
+    if isinstance(exc, ShardOverloaded):
+        return ApiError(503, "overloaded", "write queue full, retry shortly", reason="overloaded",
+                        headers={"Retry-After": "1"})
+    if isinstance(exc, ShardOutcomeUnknown):
+        detail = "storage did not confirm the write in time; it may or may not be stored"
+    else:
+        detail = "storage shard unavailable"
+    return ApiError(503, "shard_unavailable", detail, reason="shard_unavailable",
+                    headers={"Retry-After": "1"})
+
+
+def _require_token(request: web.Request, tokens: tuple[str, ...]) -> None:
+    """Constant-time bearer check against every configured token."""
+    if not tokens:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    ok = False
+    if scheme.lower() == "bearer" and given:
+        for token in tokens:
+            ok |= hmac.compare_digest(given.encode(), token.encode())
+    if not ok:
+        raise ApiError(401, "unauthorized", "missing or invalid bearer token",
+                       headers={"WWW-Authenticate": 'Bearer realm="humtemp"'})
+
+
+async def _read_body(request: web.Request, settings: Settings) -> bytes:
+    length = request.content_length
+    if length is not None and length > settings.max_body_bytes:
+        raise ApiError(413, "body_too_large",
+                       f"body of {length} bytes exceeds the limit of {settings.max_body_bytes}",
+                       reason="too_large")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "body_too_large",
+                       f"body exceeds the limit of {settings.max_body_bytes} bytes",
+                       reason="too_large") from None
+
+
+def _content_type(request: web.Request) -> str:
+    """The media type, or "" when the client sent none (the original accepted that)."""
+    return request.content_type if "Content-Type" in request.headers else ""
+
+
+def _unsupported(content_type: str, accepted: str) -> ApiError:
+    return ApiError(415, "unsupported_media_type",
+                    f"Content-Type {content_type!r} is not supported; send {accepted}",
+                    "Content-Type", reason="unsupported_media_type")
+
+
+async def post_observation(request: web.Request) -> web.Response:
+    """One observation, answered as the original did: 200 with a JSON ``null``."""
+    app = request.app
+    settings = app[SETTINGS]
+    _require_token(request, settings.ingest_tokens)
+    if not is_json_type(_content_type(request)):
+        raise _unsupported(request.content_type, "application/json")
+    body = await _read_body(request, settings)
+    buckets = app[BUCKETS]
+    obs, ts = decode_one(body, buckets, int(time.time()))
+    try:
+        await app[SHARDS].write_one((obs.lab_id, buckets.start(ts), ts, obs.temp, obs.humidity))
+    except (ShardUnavailable, ShardOutcomeUnknown, ShardOverloaded) as exc:
+        raise _shard_error(exc) from None
+    metrics.OBSERVATIONS_ACCEPTED.inc()
+    return web.Response(body=_NULL, content_type="application/json")
+
+
+async def post_observations(request: web.Request) -> web.Response:
+    """A batch (JSON array or NDJSON): every item valid, or nothing is stored."""
+    app = request.app
+    settings = app[SETTINGS]
+    _require_token(request, settings.ingest_tokens)
+    content_type = _content_type(request)
+    buckets = app[BUCKETS]
+    now = int(time.time())
+    if content_type in NDJSON_TYPES:
+        body = await _read_body(request, settings)
+        valid = decode_ndjson_batch(body, buckets, now, settings.max_batch_items)
+    elif is_json_type(content_type):
+        body = await _read_body(request, settings)
+        valid = decode_json_batch(body, buckets, now, settings.max_batch_items)
+    else:
+        raise _unsupported(request.content_type, "application/json or application/x-ndjson")
+    if not valid:
+        raise ApiError(422, "invalid_observation", "batch is empty", None, reason="invalid")
+    labs = {obs.lab_id for obs, _ in valid}
+    if len(labs) > settings.max_batch_labs:
+        raise ApiError(413, "batch_too_large",
+                       f"batch names {len(labs)} labs, the limit is {settings.max_batch_labs}",
+                       reason="too_large")
+    items = [(o.lab_id, buckets.start(ts), ts, o.temp, o.humidity) for o, ts in valid]
+    try:
+        await app[SHARDS].write_many(items)
+    except (ShardUnavailable, ShardOutcomeUnknown, ShardOverloaded) as exc:
+        raise _shard_error(exc) from None
+    metrics.OBSERVATIONS_ACCEPTED.inc(len(items))
+    metrics.BATCH_SIZE.observe(len(items))
+    return json_response({"accepted": len(items)})
+
+
+def _offset(request: web.Request) -> int:
+    raw = request.query.get("offset", "-1")
+    try:
+        offset = int(raw)
+    except ValueError:
+        raise ApiError(422, "invalid_parameter", f"offset must be an integer, got {raw!r}",
+                       "offset") from None
+    if abs(offset) > MAX_OFFSET:
+        raise ApiError(422, "invalid_parameter",
+                       f"offset must be between -{MAX_OFFSET} and {MAX_OFFSET}", "offset")
+    return offset
+
+
+def _bucket_for(request: web.Request) -> int:
+    return request.app[BUCKETS].relative(int(time.time()), _offset(request))
+
+
+def _partial_headers(missing: list[str]) -> dict[str, str]:
+    if not missing:
+        return {}
+    return {"X-Humtemp-Partial": "true", "X-Humtemp-Missing-Shards": ",".join(missing)}
+
+
+def _stats(agg: Aggregate | None) -> dict[str, Any]:
+    if agg is None:
+        return {"count": 0, "avg_temp": None, "avg_humidity": None, "min_temp": None,
+                "max_temp": None, "min_humidity": None, "max_humidity": None}
+    return {"count": agg.count, "avg_temp": agg.avg_temp, "avg_humidity": agg.avg_humidity,
+            "min_temp": agg.temp_min, "max_temp": agg.temp_max,
+            "min_humidity": agg.hum_min, "max_humidity": agg.hum_max}
+
+
+async def get_summary(request: web.Request) -> web.Response:
+    """The original summary: exactly lab_id, avg_temp, avg_humidity, sorted by lab_id."""
+    _require_token(request, request.app[SETTINGS].read_tokens)
+    bucket = _bucket_for(request)
+    read = await request.app[SHARDS].read_bucket(bucket)
+    body = [
+        {"lab_id": lab, "avg_temp": agg.avg_temp, "avg_humidity": agg.avg_humidity}
+        for lab, agg in sorted(read.labs.items())
+    ]
+    return json_response(body, headers=_partial_headers(read.missing))
+
+
+async def get_summary_detail(request: web.Request) -> web.Response:
+    """All labs with count/min/max, and which shards (if any) could not be read."""
+    _require_token(request, request.app[SETTINGS].read_tokens)
+    bucket = _bucket_for(request)
+    read = await request.app[SHARDS].read_bucket(bucket)
+    duration = request.app[BUCKETS].duration
+    body = {
+        "bucket_start": bucket,
+        "bucket_end": bucket + duration,
+        "partial": read.partial,
+        "missing_shards": read.missing,
+        "labs": [{"lab_id": lab, **_stats(agg)} for lab, agg in sorted(read.labs.items())],
+    }
+    return json_response(body, headers=_partial_headers(read.missing))
+
+
+async def get_summary_lab(request: web.Request) -> web.Response:
+    """One lab's count, averages, min and max; count 0 when it sent nothing."""
+    _require_token(request, request.app[SETTINGS].read_tokens)
+    lab_id = request.query.get("lab_id")
+    if lab_id is None:
+        raise ApiError(422, "invalid_parameter", "lab_id query parameter is required", "lab_id")
+    if not LAB_ID_PATTERN.fullmatch(lab_id):
+        raise ApiError(422, "invalid_parameter",
+                       "lab_id must be 1-50 characters of letters, digits and / _ . -", "lab_id")
+    bucket = _bucket_for(request)
+    agg, missing = await request.app[SHARDS].read_lab(bucket, lab_id)
+    body = {
+        "lab_id": lab_id,
+        "bucket_start": bucket,
+        "bucket_end": bucket + request.app[BUCKETS].duration,
+        **_stats(agg),
+        "partial": bool(missing),
+        "missing_shards": missing,
+    }
+    return json_response(body, headers=_partial_headers(missing))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the event loop answers. Shard trouble is readiness, not liveness."""
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: enough live shards, and not draining for shutdown."""
+    app = request.app
+    shards = app[SHARDS]
+    states = {name: ("up" if s.up else "down") for name, s in shards.shards.items()}
+    live = sum(1 for s in states.values() if s == "up")
+    draining = app[STATE].get("draining", False)
+    ready = live >= app[SETTINGS].min_live_shards and not draining and live > 0
+    body = {
+        "status": "ready" if ready else ("draining" if draining else "not ready"),
+        "live_shards": live,
+        "min_live_shards": app[SETTINGS].min_live_shards,
+        "shards": states,
+    }
+    return json_response(body, status=200 if ready else 503)
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    body, content_type = metrics.exposition()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI, content_type="application/json")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/observation", post_observation)
+    app.router.add_post("/observations", post_observations)
+    app.router.add_get("/summary", get_summary)
+    app.router.add_get("/summary/detail", get_summary_detail)
+    app.router.add_get("/summary/lab", get_summary_lab)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/openapi.json", get_openapi)

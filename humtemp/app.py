@@ -1,0 +1,35 @@
+"""The aiohttp application: wiring settings, shards and routes together."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+from aiohttp import web
+
+from humtemp.api import BUCKETS, SETTINGS, SHARDS, STATE, add_routes
+from humtemp.config import Settings, ShardSpec
+from humtemp.middleware import observe
+from humtemp.model import Buckets
+from humtemp.store import ShardSet
+
+
+def create_app(settings: Settings, shards: Sequence[ShardSpec] | None = None) -> web.Application:
+    """Build the app; shards default to the configured ones (embedded mode passes its own)."""
+    specs = tuple(shards) if shards is not None else settings.shards()
+    # aiohttp enforces client_max_size while reading; we add a clearer 413 on Content-Length.
+    app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
+    buckets = Buckets(settings.bucket_offset, settings.bucket_duration, settings.bucket_retention)
+    app[SETTINGS] = settings
+    app[BUCKETS] = buckets
+    app[STATE] = {"draining": False}
+    app[SHARDS] = ShardSet(specs, settings, buckets)
+
+    async def shard_lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await app[SHARDS].start()
+        yield
+        # Runs after the listener closed and in-flight handlers finished: drain queues.
+        await app[SHARDS].close()
+
+    app.cleanup_ctx.append(shard_lifecycle)
+    add_routes(app)
+    return app

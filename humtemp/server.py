@@ -1,0 +1,213 @@
+"""Running the app: one worker process, or a supervisor of N that share the port.
+
+Graceful shutdown (SIGTERM/SIGINT): mark not-ready, close the listener, let
+in-flight requests finish (their flushes are still running), then drain every
+shard queue and close connections. Nothing acknowledged is lost on the way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+
+from humtemp import __version__
+from humtemp.config import Settings, ShardSpec
+from humtemp.metrics import MULTIPROC_ENV
+
+log = logging.getLogger("humtemp")
+
+
+_stop_requested = False
+
+
+def _request_stop(signum: int, frame: object) -> None:
+    """Until the event loop takes over the signals, just remember that one came."""
+    global _stop_requested
+    _stop_requested = True
+
+
+def _catch_early_signals() -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _request_stop)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
+    )
+
+
+def _install_uvloop() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def serve(settings: Settings, shards: Sequence[ShardSpec], reuse_port: bool = False) -> None:
+    """Serve until SIGTERM/SIGINT, then drain and return."""
+    from aiohttp import web
+
+    from humtemp.api import STATE
+    from humtemp.app import create_app
+
+    app = create_app(settings, shards)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
+    )
+    await runner.setup()
+    site = web.TCPSite(
+        runner, settings.host, settings.port, backlog=1024, reuse_port=reuse_port or None,
+        shutdown_timeout=settings.shutdown_timeout,
+    )
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise SystemExit(f"humtemp: cannot listen on {settings.host}:{settings.port}: "
+                         f"{exc.strerror or exc}") from None
+    names = ", ".join(s.name for s in shards)
+    log.info("humtemp %s serving on http://%s:%d with %d shard(s): %s",
+             __version__, settings.host, settings.port, len(shards), names)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if _stop_requested:
+        stop.set()
+    await stop.wait()
+    log.info("shutting down: draining in-flight requests and shard queues")
+    app[STATE]["draining"] = True
+    await runner.cleanup()
+    log.info("shutdown complete")
+
+
+def run_worker(settings: Settings, shards: Sequence[ShardSpec], reuse_port: bool) -> None:
+    """Entry point of one worker process of the supervisor."""
+    _catch_early_signals()
+    configure_logging(settings.log_level)
+    _install_uvloop()
+    asyncio.run(serve(settings, shards, reuse_port))
+
+
+def _check_port_free(settings: Settings) -> None:
+    """Fail in the supervisor, with one line, before forking workers that would all fail."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.host, settings.port))
+        except OSError as exc:
+            raise SystemExit(f"humtemp: cannot listen on {settings.host}:{settings.port}: "
+                             f"{exc.strerror or exc}") from None
+
+
+class Supervisor:
+    """Starts N workers with SO_REUSEPORT, restarts crashed ones, forwards SIGTERM."""
+
+    def __init__(self, settings: Settings, shards: Sequence[ShardSpec]) -> None:
+        self.settings = settings
+        self.shards = list(shards)
+        self.context = multiprocessing.get_context("spawn")
+        self.workers: list[multiprocessing.process.BaseProcess] = []
+        self.stopping = False
+
+    def _spawn(self) -> multiprocessing.process.BaseProcess:
+        proc = self.context.Process(
+            target=run_worker, args=(self.settings, self.shards, True), daemon=False
+        )
+        proc.start()
+        return proc
+
+    def run(self) -> int:
+        from humtemp.metrics import mark_worker_dead
+
+        _check_port_free(self.settings)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        if _stop_requested:
+            return 0
+        self.workers = [self._spawn() for _ in range(self.settings.workers)]
+        log.info("supervisor %d started %d workers", os.getpid(), len(self.workers))
+        while not self.stopping:
+            time.sleep(0.2)
+            for i, proc in enumerate(self.workers):
+                if proc.is_alive() or self.stopping:
+                    continue
+                log.error("worker %s exited with %s; restarting it", proc.pid, proc.exitcode)
+                if proc.pid:
+                    mark_worker_dead(proc.pid)
+                time.sleep(0.5)
+                self.workers[i] = self._spawn()
+        deadline = time.monotonic() + self.settings.shutdown_timeout + 10
+        code = 0
+        for proc in self.workers:
+            proc.join(max(0.1, deadline - time.monotonic()))
+            if proc.is_alive():
+                log.error("worker %s did not stop in time; killing it", proc.pid)
+                proc.kill()
+                proc.join()
+            code = code or (proc.exitcode or 0)
+        return code
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        log.info("supervisor: %s, stopping workers", signal.Signals(signum).name)
+        for proc in self.workers:
+            if proc.pid and proc.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+
+
+def run(settings: Settings) -> int:
+    """Start embedded shards if needed, then one worker in-process or a supervisor."""
+    from humtemp.embedded import EmbeddedError, EmbeddedShards
+
+    _catch_early_signals()
+    configure_logging(settings.log_level)
+    embedded: EmbeddedShards | None = None
+    if settings.embedded:
+        if settings.workers == 1:
+            _check_port_free(settings)
+        embedded = EmbeddedShards(settings.data_dir, settings.embedded_shards)
+        try:
+            shards: Sequence[ShardSpec] = embedded.start()
+        except EmbeddedError as exc:
+            print(f"humtemp: embedded mode: {exc}", file=sys.stderr)
+            return 1
+        log.info("no Redis configured (HUMTEMP_REDIS_URLS): embedded mode, data in %s",
+                 embedded.data_dir)
+    else:
+        shards = settings.shards()
+    multiproc_dir = None
+    try:
+        if settings.workers == 1:
+            if _stop_requested:
+                return 0
+            _install_uvloop()
+            asyncio.run(serve(settings, shards))
+            return 0
+        if not os.environ.get(MULTIPROC_ENV):
+            multiproc_dir = tempfile.mkdtemp(prefix="humtemp-metrics-")
+            os.environ[MULTIPROC_ENV] = multiproc_dir
+        os.environ["HUMTEMP_MASTER_PID"] = str(os.getpid())
+        return Supervisor(settings, shards).run()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            log.info("embedded shards stopped")
+        if multiproc_dir:
+            shutil.rmtree(multiproc_dir, ignore_errors=True)

@@ -1,0 +1,182 @@
+"""All shards together: route writes through the ring, fan reads out and merge.
+
+Routing policy when a lab's shard is down (``HUMTEMP_ON_SHARD_DOWN``):
+``reroute`` sends the write to the next live shard on the ring, which is safe
+because aggregates merge on read; ``reject`` answers 503. Only writes that
+certainly never reached a shard are re-routed (see :mod:`humtemp.shard`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from humtemp import metrics
+from humtemp.config import Settings, ShardSpec
+from humtemp.model import Aggregate, Buckets
+from humtemp.ring import ShardRing
+from humtemp.shard import Shard, ShardUnavailable
+
+log = logging.getLogger(__name__)
+
+Item = tuple[str, int, int, float, float]
+"""(lab_id, bucket_start, timestamp, temp, humidity), ready for a shard."""
+
+
+@dataclass(slots=True)
+class BucketRead:
+    """A merged read of one bucket, and which shards could not be asked."""
+
+    labs: dict[str, Aggregate] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.missing)
+
+
+class ShardSet:
+    """The ring, the shards, and the write/read entry points the API uses."""
+
+    def __init__(self, specs: Iterable[ShardSpec], settings: Settings, buckets: Buckets) -> None:
+        self.settings = settings
+        self.buckets = buckets
+        self.shards: dict[str, Shard] = {
+            spec.name: Shard(spec, settings, buckets.expire_at, self._state_changed)
+            for spec in specs
+        }
+        self.ring = ShardRing(self.shards)
+        self.reroute = settings.on_shard_down == "reroute"
+
+    async def start(self) -> None:
+        await asyncio.gather(*(s.start() for s in self.shards.values()))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(s.close() for s in self.shards.values()))
+
+    def _state_changed(self, shard: Shard) -> None:
+        self.ring.set_down(name for name, s in self.shards.items() if not s.up)
+
+    @property
+    def live(self) -> list[str]:
+        return [name for name, s in self.shards.items() if s.up]
+
+    # -- writes ------------------------------------------------------------------
+
+    def _target(self, lab_id: str) -> Shard:
+        owner = self.ring.owner(lab_id)
+        if owner not in self.ring.down:
+            return self.shards[owner]
+        if not self.reroute:
+            raise ShardUnavailable(owner, "down (HUMTEMP_ON_SHARD_DOWN=reject)")
+        target = self.ring.live_owner(lab_id)
+        if target is None:
+            raise ShardUnavailable(owner, "no live shard left")
+        return self.shards[target]
+
+    async def write_one(self, item: Item) -> None:
+        """Store one observation; returns once Redis acknowledged it."""
+        for _ in range(len(self.shards)):
+            shard = self._target(item[0])
+            try:
+                await shard.submit_one(*item)
+            except ShardUnavailable:
+                if not self.reroute:
+                    raise
+                continue  # nothing was sent: the ring now skips that shard
+            self._count_reroute(item[0], shard.name, 1)
+            return
+        raise ShardUnavailable(self.ring.owner(item[0]), "no live shard accepted the write")
+
+    async def write_many(self, items: list[Item]) -> None:
+        """Store a batch; each shard's part goes in one flush, all shards in parallel."""
+        pending = items
+        for _ in range(len(self.shards)):
+            by_shard: dict[str, list[Item]] = {}
+            for item in pending:
+                by_shard.setdefault(self._target(item[0]).name, []).append(item)
+            names = list(by_shard)
+            futures = [self.shards[n].submit(by_shard[n]) for n in names]
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            pending = []
+            for name, result in zip(names, results, strict=True):
+                if result is None:
+                    for item in by_shard[name]:
+                        self._count_reroute(item[0], name, 1)
+                    continue
+                if isinstance(result, ShardUnavailable) and self.reroute:
+                    pending.extend(by_shard[name])
+                    continue
+                raise result
+            if not pending:
+                return
+        raise ShardUnavailable(self.ring.owner(pending[0][0]), "no live shard accepted the write")
+
+    def _count_reroute(self, lab_id: str, stored_on: str, n: int) -> None:
+        owner = self.ring.owner(lab_id)
+        if owner != stored_on:
+            metrics.SHARD_REROUTES.labels(shard=owner).inc(n)
+
+    # -- reads -------------------------------------------------------------------
+
+    async def read_bucket(self, bucket: int) -> BucketRead:
+        """Every lab's aggregate in a bucket, merged over the shards that are up."""
+        started = time.perf_counter()
+        result = BucketRead()
+        names = self.live
+        result.missing = [n for n in self.shards if n not in names]
+        replies = await asyncio.gather(
+            *(self._guarded(self.shards[n].read_bucket(bucket)) for n in names),
+            return_exceptions=True,
+        )
+        labs = result.labs
+        for name, reply in zip(names, replies, strict=True):
+            if isinstance(reply, BaseException):
+                self._read_failed(name, reply, result)
+                continue
+            for i in range(0, len(reply), 8):
+                agg = Aggregate(int(reply[i + 1]), *map(float, reply[i + 2 : i + 8]))
+                lab = reply[i]
+                have = labs.get(lab)
+                labs[lab] = agg if have is None else have.merge(agg)
+        metrics.SUMMARY_FANOUT.observe(time.perf_counter() - started)
+        return result
+
+    async def read_lab(self, bucket: int, lab_id: str) -> tuple[Aggregate | None, list[str]]:
+        """One lab's aggregate, merged over every live shard (data may sit on several)."""
+        names = self.live
+        missing = [n for n in self.shards if n not in names]
+        replies = await asyncio.gather(
+            *(self._guarded(self.shards[n].read_lab(bucket, lab_id)) for n in names),
+            return_exceptions=True,
+        )
+        total: Aggregate | None = None
+        probe = BucketRead(missing=missing)
+        for name, reply in zip(names, replies, strict=True):
+            if isinstance(reply, BaseException):
+                self._read_failed(name, reply, probe)
+                continue
+            if reply is not None:
+                agg = Aggregate(*reply)
+                total = agg if total is None else total.merge(agg)
+        return total, probe.missing
+
+    async def _guarded(self, coro):  # type: ignore[no-untyped-def]
+        async with asyncio.timeout(self.settings.shard_deadline):
+            return await coro
+
+    def _read_failed(self, name: str, exc: BaseException, result: BucketRead) -> None:
+        if not isinstance(exc, RedisError | OSError | TimeoutError):
+            raise exc
+        kind = "timeout" if isinstance(exc, TimeoutError) else "read"
+        metrics.SHARD_ERRORS.labels(shard=name, kind=kind).inc()
+        log.warning("shard %s: read failed (%s)", name, exc)
+        result.missing.append(name)
+        if isinstance(exc, RedisConnectionError | OSError):
+            self.shards[name].report_failure(f"read failed: {exc}")

@@ -1,0 +1,114 @@
+"""humtemp as a real process: embedded mode, SIGTERM drain, several workers."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from tests.conftest import now, obs
+from tests.support.http import HumtempProcess
+from tests.support.redis_server import RedisServer
+
+
+def test_embedded_mode_starts_stops_and_keeps_data(tmp_path: Path) -> None:
+    env = {"HUMTEMP_BUCKET_OFFSET": "1970-01-01T00:00:00+00:00"}
+    server = HumtempProcess(env, tmp_path).wait_ready()
+    try:
+        ready = requests.get(server.base + "/readyz", timeout=5).json()
+        assert sorted(ready["shards"]) == ["embedded-0", "embedded-1"]
+        ts = now() - 5
+        for temp in (10.0, 20.0):
+            r = requests.post(server.base + "/observation", json=obs("emb", ts, temp, 50.0),
+                              timeout=5)
+            assert r.status_code == 200
+        log = server.log.read_text()
+        assert "embedded mode" in log
+    finally:
+        assert server.terminate() == 0
+    data_dir = tmp_path / "humtemp-data"
+    assert sorted(p.name for p in data_dir.iterdir() if p.is_dir()) == ["shard-0", "shard-1"]
+    # every redis-server we started is gone
+    assert "redis-server" not in _children_of(server.proc.pid)
+    again = HumtempProcess(env, tmp_path).wait_ready()
+    try:
+        body = requests.get(again.base + "/summary/lab",
+                            params={"lab_id": "emb", "offset": 0}, timeout=5).json()
+        assert body["count"] == 2 and body["avg_temp"] == 15.0
+    finally:
+        assert again.terminate() == 0
+
+
+def _children_of(pid: int) -> str:
+    names = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            names.append((stat.parent / "comm").read_text().strip())
+    return " ".join(names)
+
+
+def test_sigterm_under_load_stores_every_acknowledged_post(
+    tmp_path: Path, clean_shards: list[RedisServer]
+) -> None:
+    env = {"HUMTEMP_REDIS_URLS": ",".join(s.spec for s in clean_shards)}
+    server = HumtempProcess(env, tmp_path).wait_ready()
+    acked: dict[str, int] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def sensor(n: int) -> None:
+        session = requests.Session()
+        lab = f"drain-{n}"
+        while not stop.is_set():
+            try:
+                r = session.post(server.base + "/observation", json=obs(lab, temp=1.0), timeout=5)
+            except requests.RequestException:
+                return
+            if r.status_code == 200:
+                with lock:
+                    acked[lab] = acked.get(lab, 0) + 1
+
+    threads = [threading.Thread(target=sensor, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    assert server.terminate() == 0
+    stop.set()
+    for t in threads:
+        t.join(timeout=10)
+    assert sum(acked.values()) > 100
+    for lab, count in acked.items():
+        stored = sum(
+            int(s.client().hget(f"humtemp:b:{(now() // 86400) * 86400}:{lab}", "n") or 0)
+            for s in clean_shards
+        )
+        assert stored == count, lab
+    assert "shutdown complete" in server.log.read_text()
+
+
+def test_two_workers_share_the_port_and_aggregate_metrics(
+    tmp_path: Path, clean_shards: list[RedisServer]
+) -> None:
+    env = {"HUMTEMP_REDIS_URLS": ",".join(s.spec for s in clean_shards)}
+    server = HumtempProcess(env, tmp_path, ("--workers", "2")).wait_ready()
+    try:
+        workers = _children_of(server.proc.pid).split()
+        assert len([w for w in workers if w.startswith("python")]) >= 2, workers
+        for i in range(60):
+            session = requests.Session()  # new connection each time: spread by the kernel
+            r = session.post(server.base + "/observation", json=obs(f"w{i % 5}"), timeout=5)
+            assert r.status_code == 200
+            session.close()
+        metrics = requests.get(server.base + "/metrics", timeout=5).text
+        accepted = re.search(r"^humtemp_observations_accepted_total (\S+)$", metrics, re.M)
+        assert accepted and float(accepted.group(1)) == 60.0
+        assert "process_cpu_seconds_total" in metrics
+    finally:
+        assert server.terminate() == 0

@@ -1,0 +1,117 @@
+"""A shard goes away and comes back: bounded 503s or re-routing, then recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from humtemp.ring import ShardRing
+from tests.conftest import ClientFactory, obs
+from tests.support.redis_server import RedisServer
+
+
+def lab_on(shard: RedisServer, shards: list[RedisServer], prefix: str = "lab") -> str:
+    ring = ShardRing([s.name for s in shards])
+    return next(f"{prefix}{i}" for i in range(10000) if ring.owner(f"{prefix}{i}") == shard.name)
+
+
+async def test_reject_policy_answers_503_fast_then_recovers(
+    make_client: ClientFactory, clean_shards: list[RedisServer]
+) -> None:
+    client = await make_client(on_shard_down="reject", probe_interval=0.1)
+    victim = clean_shards[1]
+    lab = lab_on(victim, clean_shards)
+    assert (await client.post("/observation", json=obs(lab, temp=1))).status == 200
+    victim.kill()
+    for _ in range(3):
+        started = time.monotonic()
+        resp = await client.post("/observation", json=obs(lab, temp=2))
+        assert resp.status == 503
+        assert time.monotonic() - started <= 2.0
+        body = await resp.json()
+        assert body["error"] == "shard_unavailable" and "Retry-After" in resp.headers
+    ready = await (await client.get("/readyz")).json()
+    assert ready["shards"][victim.name] == "down"
+    victim.start()
+    statuses = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        resp = await client.post("/observation", json=obs(lab, temp=3))
+        statuses.append(resp.status)
+        if resp.status == 200:
+            break
+        await asyncio.sleep(0.05)
+    assert statuses[-1] == 200, statuses
+    assert set(statuses) <= {200, 503}, "no 500s while the shard comes back"
+    body = await (await client.get("/summary/lab", params={"lab_id": lab, "offset": 0})).json()
+    # the first post survived in the AOF, the 503s were not stored, the last post was
+    assert body["count"] == 2 and body["avg_temp"] == 2.0
+
+
+async def test_reroute_policy_keeps_writing_and_merges_after_return(
+    make_client: ClientFactory, clean_shards: list[RedisServer]
+) -> None:
+    client = await make_client(probe_interval=0.1)
+    victim = clean_shards[0]
+    lab = lab_on(victim, clean_shards)
+    assert (await client.post("/observation", json=obs(lab, temp=10))).status == 200
+    victim.kill()
+    for temp in (20, 30):
+        resp = await client.post("/observation", json=obs(lab, temp=temp))
+        assert resp.status == 200
+    batch = await client.post("/observations", json=[obs(lab, temp=40), obs("other", temp=1)])
+    assert batch.status == 200
+    partial = await client.get("/summary", params={"offset": 0})
+    assert partial.headers["X-Humtemp-Partial"] == "true"
+    assert partial.headers["X-Humtemp-Missing-Shards"] == victim.name
+    detail = await (await client.get("/summary/detail", params={"offset": 0})).json()
+    assert detail["partial"] is True and detail["missing_shards"] == [victim.name]
+    metrics = await (await client.get("/metrics")).text()
+    assert f'humtemp_shard_reroutes_total{{shard="{victim.name}"}} 3.0' in metrics
+    assert f'humtemp_shard_up{{shard="{victim.name}"}} 0.0' in metrics
+    victim.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        ready = await (await client.get("/readyz")).json()
+        if ready["shards"][victim.name] == "up":
+            break
+        await asyncio.sleep(0.05)
+    body = await (await client.get("/summary/lab", params={"lab_id": lab, "offset": 0})).json()
+    assert body["partial"] is False
+    assert body["count"] == 4 and body["avg_temp"] == 25.0
+    assert (body["min_temp"], body["max_temp"]) == (10.0, 40.0)
+
+
+async def test_readiness_follows_min_live_shards(
+    make_client: ClientFactory, clean_shards: list[RedisServer]
+) -> None:
+    client = await make_client(min_live_shards=3, probe_interval=0.1)
+    assert (await client.get("/readyz")).status == 200
+    clean_shards[2].kill()
+    # a read notices the dead shard at once
+    await client.get("/summary")
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    assert (await resp.json())["live_shards"] == 2
+    clean_shards[2].start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (await client.get("/readyz")).status != 200:
+        await asyncio.sleep(0.05)
+    assert (await client.get("/readyz")).status == 200
+
+
+async def test_all_shards_down_is_503_not_500(
+    make_client: ClientFactory, clean_shards: list[RedisServer]
+) -> None:
+    client = await make_client(probe_interval=0.1)
+    for s in clean_shards:
+        s.kill()
+    resp = await client.post("/observation", json=obs("x"))
+    assert resp.status == 503
+    resp = await client.post("/observations", json=[obs("x"), obs("y")])
+    assert resp.status == 503
+    summary = await client.get("/summary")
+    assert summary.status == 200 and summary.headers["X-Humtemp-Partial"] == "true"
+    assert (await client.get("/readyz")).status == 503
+    for s in clean_shards:
+        s.start()
