@@ -99,16 +99,28 @@ class ShardSet:
         pending = items
         for _ in range(len(self.shards)):
             by_shard: dict[str, list[Item]] = {}
-            for item in pending:
-                by_shard.setdefault(self._target(item[0]).name, []).append(item)
+            direct = not self.ring.down
+            if direct:  # every shard up: each lab goes to its owner, nothing is re-routed
+                owner = self.ring.owner
+                for item in pending:
+                    name = owner(item[0])
+                    group = by_shard.get(name)
+                    if group is None:
+                        by_shard[name] = [item]
+                    else:
+                        group.append(item)
+            else:
+                for item in pending:
+                    by_shard.setdefault(self._target(item[0]).name, []).append(item)
             names = list(by_shard)
             futures = [self.shards[n].submit(by_shard[n]) for n in names]
             results = await asyncio.gather(*futures, return_exceptions=True)
             pending = []
             for name, result in zip(names, results, strict=True):
                 if result is None:
-                    for item in by_shard[name]:
-                        self._count_reroute(item[0], name, 1)
+                    if not direct:
+                        for item in by_shard[name]:
+                            self._count_reroute(item[0], name, 1)
                     continue
                 if isinstance(result, ShardUnavailable) and self.reroute:
                     pending.extend(by_shard[name])
