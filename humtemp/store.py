@@ -152,9 +152,10 @@ class ShardSet:
             if isinstance(reply, BaseException):
                 self._read_failed(name, reply, result)
                 continue
-            for i in range(0, len(reply), 8):
-                agg = Aggregate(int(reply[i + 1]), *map(float, reply[i + 2 : i + 8]))
-                lab = reply[i]
+            # 8 values per lab; unpacking from one iterator beats slicing per lab.
+            for lab, n, st, sh, tmin, tmax, hmin, hmax in zip(*[iter(reply)] * 8, strict=True):
+                agg = Aggregate(int(n), float(st), float(sh), float(tmin), float(tmax),
+                                float(hmin), float(hmax))
                 have = labs.get(lab)
                 labs[lab] = agg if have is None else have.merge(agg)
         metrics.SUMMARY_FANOUT.observe(time.perf_counter() - started)
