@@ -87,7 +87,7 @@ SHARD_REROUTES = Counter(
     ["shard"],
 )
 SUMMARY_FANOUT = Histogram(
-    "humtemp_summary_fanout_duration_seconds",
+    "humtemp_read_fanout_duration_seconds",
     "Time to read one bucket from every shard and merge.",
     buckets=LATENCY_BUCKETS,
 )

@@ -42,11 +42,26 @@ def _catch_early_signals() -> None:
         signal.signal(sig, _request_stop)
 
 
+class DropClientProtocolErrors(logging.Filter):
+    """aiohttp logs a full traceback for every malformed HTTP request it answers 400;
+    that is the client's error, and a flood of them must not flood the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            from aiohttp.http_exceptions import HttpProcessingError
+
+            exc = record.exc_info[1]
+            if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
+                return False
+        return True
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
     )
+    logging.getLogger("aiohttp.server").addFilter(DropClientProtocolErrors())
 
 
 def _install_uvloop() -> None:

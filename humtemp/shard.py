@@ -336,7 +336,11 @@ class Shard:
                     await conn.read_response()
                 self._last_used = time.monotonic()
                 return conn
-            except (RedisError, OSError, TimeoutError):
+            except TimeoutError:
+                # A stalled server: give up on it (nothing of ours was sent).
+                await self._drop_connection()
+                raise
+            except (RedisError, OSError):
                 await self._drop_connection()
         conn = self._conn = self._write_pool.make_connection()
         async with asyncio.timeout(self.settings.shard_deadline):

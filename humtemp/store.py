@@ -52,7 +52,9 @@ class ShardSet:
             for spec in specs
         }
         self.ring = ShardRing(self.shards)
-        self.reroute = settings.on_shard_down == "reroute"
+        # Exactly-once dedup lives on the shard that took the first attempt; a retry
+        # re-routed elsewhere would escape it, so exactly-once never re-routes.
+        self.reroute = settings.on_shard_down == "reroute" and not settings.exactly_once
 
     async def start(self) -> None:
         await asyncio.gather(*(s.start() for s in self.shards.values()))

@@ -14,6 +14,8 @@ import requests
 
 from tests.support.redis_server import free_port
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
 
 class HumtempProcess:
     """``python -m humtemp serve`` in a subprocess, for signal and CLI tests."""
@@ -22,7 +24,9 @@ class HumtempProcess:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = cwd / f"humtemp-{self.port}.log"
-        full_env = {**os.environ, **env}
+        # Run this checkout's humtemp, whatever else is pip-installed.
+        path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        full_env = {**os.environ, "PYTHONPATH": path, **env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "humtemp", "serve", "--port", str(self.port), *args],
             env=full_env, cwd=cwd, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,

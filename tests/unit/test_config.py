@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from humtemp.cli import build_parser
 from humtemp.config import OPTIONS, ConfigError, ShardSpec, load_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_are_the_original_services() -> None:
@@ -91,11 +95,9 @@ def test_help_documents_every_setting() -> None:
 )
 def test_cli_exits_non_zero_with_one_line(args: list[str], env: dict[str, str], needle: str
                                           ) -> None:
-    import os
-
     proc = subprocess.run(
         [sys.executable, "-m", "humtemp", *args], capture_output=True, text=True, timeout=30,
-        env={**os.environ, **env, "HUMTEMP_PORT": "1"},
+        env={**os.environ, **env, "HUMTEMP_PORT": "1", "PYTHONPATH": str(REPO_ROOT)},
     )
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
@@ -105,6 +107,6 @@ def test_cli_exits_non_zero_with_one_line(args: list[str], env: dict[str, str], 
 
 def test_cli_help_lists_settings() -> None:
     proc = subprocess.run([sys.executable, "-m", "humtemp", "--help"], capture_output=True,
-                          text=True, timeout=30)
+                          text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert proc.returncode == 0
     assert "HUMTEMP_REDIS_URLS" in proc.stdout and "serve" in proc.stdout
