@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None) -> tuple[suite.Options, Path, bool]:
         default=64,
         help="the connection count the targets are judged at",
     )
-    parser.add_argument("--batch-connections", type=int, default=32)
+    parser.add_argument("--batch-connections", type=int, default=64)
     parser.add_argument("--summary-labs", type=_ints, help="default 1000,10000,100000")
     parser.add_argument("--workers", type=int, default=2, help="compared against --workers 1")
     parser.add_argument("--bucket-duration", type=int, default=86400)
@@ -97,9 +97,15 @@ def machine() -> dict:
     }
 
 
+def load_average() -> list[float]:
+    """1/5/15-minute load: the machine is shared, so say how busy it was."""
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
 def run(opts: suite.Options, workdir: Path) -> dict:
     """All phases, with every process this run started stopped on the way out."""
     result: dict = {"options": opts.__dict__, "machine": machine()}
+    result["load_average_start"] = load_average()
     with ExitStack() as cleanup:
         suite.log("starting 3 redis-server shards")
         shards = []
@@ -133,6 +139,7 @@ def run(opts: suite.Options, workdir: Path) -> dict:
         three = start_humtemp("humtemp_3", shards, 1, workdir / "h3", opts.bucket_duration)
         cleanup.callback(stop, three)
         result["summary"] = suite.summary_phase(three, opts, shards)
+    result["load_average_end"] = load_average()
     return result
 
 

@@ -98,6 +98,10 @@ def print_report(result: dict) -> None:
             f"{labs:>7} labs: p50 {row['p50_ms']:.1f} ms p99 {row['p99_ms']:.1f} ms "
             f"({row['requests']} requests)"
         )
+    print(
+        f"\nload average at start {result.get('load_average_start')}, "
+        f"end {result.get('load_average_end')} (2 = both cores busy)"
+    )
     print("\n== targets")
     for target in result["targets"]:
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[target["pass"]]

@@ -30,7 +30,7 @@ class Options:
     rounds: int = 3
     labs: int = 1000
     batch_size: int = 100
-    batch_connections: int = 32
+    batch_connections: int = 64
     summary_labs: list[int] = field(default_factory=lambda: [1000, 10_000, 100_000])
     summary_duration: float = 5.0
     bucket_duration: int = 86400
