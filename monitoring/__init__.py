@@ -1,0 +1,1 @@
+"""Monitoring assets checks: dashboard round trip, PromQL syntax, alert rule tests."""
