@@ -15,7 +15,16 @@ from typing import Any
 import msgspec
 
 from humtemp.errors import ApiError
-from humtemp.model import Buckets, Observation, ValidationFailure, validate
+from humtemp.model import (
+    HUMIDITY_RANGE,
+    LAB_ID_PATTERN,
+    MAX_FUTURE_SECONDS,
+    TEMP_RANGE,
+    Buckets,
+    Observation,
+    ValidationFailure,
+    validate,
+)
 
 JSON_TYPES = frozenset({"application/json", ""})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonlines"})
@@ -114,7 +123,22 @@ def _validate_all(
             413, "batch_too_large", f"batch has {len(items)} items, the limit is {max_items}",
             reason="too_large",
         )
-    return [(obs, _check(obs, buckets, now, i)) for i, obs in enumerate(items)]
+    # The rules of model.validate inlined for the common valid item (a function call per
+    # item was most of a batch's validation time); anything this does not accept goes
+    # through validate() itself, so errors stay exactly the same.
+    oldest, latest = buckets.oldest_accepted(now), now + MAX_FUTURE_SECONDS
+    (t_low, t_high), (h_low, h_high) = TEMP_RANGE, HUMIDITY_RANGE
+    lab_ok = LAB_ID_PATTERN.fullmatch
+    valid: list[ValidObservation] = []
+    append = valid.append
+    for i, obs in enumerate(items):
+        ts = obs.timestamp
+        if (type(ts) is int and oldest <= ts <= latest and t_low <= obs.temp <= t_high
+                and h_low <= obs.humidity <= h_high and lab_ok(obs.lab_id)):
+            append((obs, ts))
+        else:
+            append((obs, _check(obs, buckets, now, i)))
+    return valid
 
 
 def decode_json_batch(

@@ -14,8 +14,11 @@ TEMP_RANGE = (-273.15, 1000.0)
 HUMIDITY_RANGE = (0.0, 100.0)
 
 
-class Observation(msgspec.Struct, frozen=True):
-    """One sensor reading. Unknown fields are ignored, as the original service did."""
+class Observation(msgspec.Struct, frozen=True, gc=False):
+    """One sensor reading. Unknown fields are ignored, as the original service did.
+
+    ``gc=False``: only str/int/float fields, so no cycles; untracked instances keep a
+    batch of thousands from triggering garbage collections."""
 
     lab_id: str
     timestamp: int | float

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -92,6 +93,13 @@ async def serve(settings: Settings, shards: Sequence[ShardSpec], reuse_port: boo
         await runner.cleanup()
         raise SystemExit(f"humtemp: cannot listen on {settings.host}:{settings.port}: "
                          f"{exc.strerror or exc}") from None
+    # Everything allocated so far lives as long as the process: move it out of the
+    # collector's reach, and collect the young generation less often (requests make
+    # little cyclic garbage). Measured under wrk load: GC time from ~20% of the CPU
+    # to ~1.5% (docs/benchmarks.md).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     names = ", ".join(s.name for s in shards)
     log.info("humtemp %s serving on http://%s:%d with %d shard(s): %s",
              __version__, settings.host, settings.port, len(shards), names)

@@ -246,6 +246,9 @@ class Shard:
         assert self._loop is not None
         while True:
             await self._wakeup.wait()
+            # Let one more loop iteration's requests join this flush: fewer, larger
+            # flushes (measured at c64: +20% req/s, -12% Redis CPU per observation).
+            await asyncio.sleep(0)
             self._wakeup.clear()
             batch = self._batch
             assert batch is not None

@@ -85,14 +85,16 @@ class ShardSet:
     async def write_one(self, item: Item) -> None:
         """Store one observation; returns once Redis acknowledged it."""
         for _ in range(len(self.shards)):
-            shard = self._target(item[0])
+            direct = not self.ring.down  # every shard up: the owner, and no re-route to count
+            shard = self.shards[self.ring.owner(item[0])] if direct else self._target(item[0])
             try:
                 await shard.submit_one(*item)
             except ShardUnavailable:
                 if not self.reroute:
                     raise
                 continue  # nothing was sent: the ring now skips that shard
-            self._count_reroute(item[0], shard.name, 1)
+            if not direct:
+                self._count_reroute(item[0], shard.name, 1)
             return
         raise ShardUnavailable(self.ring.owner(item[0]), "no live shard accepted the write")
 
@@ -101,16 +103,28 @@ class ShardSet:
         pending = items
         for _ in range(len(self.shards)):
             by_shard: dict[str, list[Item]] = {}
-            for item in pending:
-                by_shard.setdefault(self._target(item[0]).name, []).append(item)
+            direct = not self.ring.down
+            if direct:  # every shard up: each lab goes to its owner, nothing is re-routed
+                owner = self.ring.owner
+                for item in pending:
+                    name = owner(item[0])
+                    group = by_shard.get(name)
+                    if group is None:
+                        by_shard[name] = [item]
+                    else:
+                        group.append(item)
+            else:
+                for item in pending:
+                    by_shard.setdefault(self._target(item[0]).name, []).append(item)
             names = list(by_shard)
             futures = [self.shards[n].submit(by_shard[n]) for n in names]
             results = await asyncio.gather(*futures, return_exceptions=True)
             pending = []
             for name, result in zip(names, results, strict=True):
                 if result is None:
-                    for item in by_shard[name]:
-                        self._count_reroute(item[0], name, 1)
+                    if not direct:
+                        for item in by_shard[name]:
+                            self._count_reroute(item[0], name, 1)
                     continue
                 if isinstance(result, ShardUnavailable) and self.reroute:
                     pending.extend(by_shard[name])
@@ -142,9 +156,10 @@ class ShardSet:
             if isinstance(reply, BaseException):
                 self._read_failed(name, reply, result)
                 continue
-            for i in range(0, len(reply), 8):
-                agg = Aggregate(int(reply[i + 1]), *map(float, reply[i + 2 : i + 8]))
-                lab = reply[i]
+            # 8 values per lab; unpacking from one iterator beats slicing per lab.
+            for lab, n, st, sh, tmin, tmax, hmin, hmax in zip(*[iter(reply)] * 8, strict=True):
+                agg = Aggregate(int(n), float(st), float(sh), float(tmin), float(tmax),
+                                float(hmin), float(hmax))
                 have = labs.get(lab)
                 labs[lab] = agg if have is None else have.merge(agg)
         metrics.SUMMARY_FANOUT.observe(time.perf_counter() - started)
