@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -41,7 +42,8 @@ READ_SCRIPT = resources.files("humtemp").joinpath("lua/read.lua").read_text()
 _pack = msgspec.msgpack.Encoder().encode
 _unpack = msgspec.msgpack.Decoder().decode
 IDLE_CHECK_SECONDS = 1.0
-FIELDS = ("n", "st", "sh", "tmin", "tmax", "hmin", "hmax")
+AGGREGATE = struct.Struct("<7d")
+"""How write.lua stores an aggregate: n, temp sum, humidity sum, temp min/max, humidity min/max."""
 
 
 class ShardError(Exception):
@@ -411,7 +413,8 @@ class Shard:
 
     async def read_lab(self, bucket: int, lab_id: str) -> list[Any] | None:
         key = b"%sb:%d:%s" % (self._prefix, bucket, lab_id.encode())
-        values = await self.reader.hmget(key, FIELDS)
-        if values[0] is None:
+        raw = await self.reader.get(key)
+        if raw is None:
             return None
-        return [int(values[0]), *(float(v) for v in values[1:])]
+        n, *rest = AGGREGATE.unpack(raw)
+        return [int(n), *rest]

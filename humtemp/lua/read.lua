@@ -5,14 +5,15 @@ local prefix = ARGV[1]
 local bucket = ARGV[2]
 local labs = redis.call('SMEMBERS', prefix .. 'labs:' .. bucket)
 local base = prefix .. 'b:' .. bucket .. ':'
-local call, num = redis.call, tonumber
+local call, unpack_agg = redis.call, struct.unpack
 local out, o = {}, 0
 for i = 1, #labs do
   local lab = labs[i]
-  local v = call('HMGET', base .. lab, 'n', 'st', 'sh', 'tmin', 'tmax', 'hmin', 'hmax')
-  if v[1] then
-    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = lab, num(v[1]), num(v[2]), num(v[3])
-    out[o + 5], out[o + 6], out[o + 7], out[o + 8] = num(v[4]), num(v[5]), num(v[6]), num(v[7])
+  local v = call('GET', base .. lab)
+  if v then
+    local n, st, sh, tmin, tmax, hmin, hmax = unpack_agg('<ddddddd', v)
+    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = lab, n, st, sh
+    out[o + 5], out[o + 6], out[o + 7], out[o + 8] = tmin, tmax, hmin, hmax
     o = o + 8
   end
 end

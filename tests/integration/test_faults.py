@@ -66,6 +66,7 @@ def test_kill9_one_of_three_shards_under_load_loses_nothing_acknowledged(
     server = HumtempProcess(env, tmp_path).wait_ready()
     labs = [f"k9-{i:02d}" for i in range(48)]
     acked: Counter[str] = Counter()
+    unknown: Counter[str] = Counter()  # 503 "may or may not be stored": sent, not confirmed
     statuses: Counter[int] = Counter()
     lock = threading.Lock()
     stop = threading.Event()
@@ -81,6 +82,8 @@ def test_kill9_one_of_three_shards_under_load_loses_nothing_acknowledged(
                 statuses[r.status_code] += 1
                 if r.status_code == 200:
                     acked[lab] += 1
+                elif "may or may not" in r.json()["detail"]:
+                    unknown[lab] += 1
 
     threads = [threading.Thread(target=sensor, args=(i,)) for i in range(16)]
     try:
@@ -111,7 +114,13 @@ def test_kill9_one_of_three_shards_under_load_loses_nothing_acknowledged(
     counted = {lab["lab_id"]: lab["count"] for lab in detail["labs"]}
     assert sum(acked.values()) > 300
     assert set(statuses) <= {200, 503}, statuses
-    assert counted == dict(acked), "acknowledged == counted, per lab"
+    # Every acknowledged observation is counted, exactly once. A write the killed shard
+    # may have applied just before dying was answered 503 "may or may not be stored"
+    # (never re-routed); only those can add to a lab's count.
+    assert set(counted) == set(acked)
+    for lab, n in acked.items():
+        assert n <= counted[lab] <= n + unknown[lab], (lab, n, counted[lab], unknown[lab])
+    assert sum(counted.values()) - sum(acked.values()) <= sum(unknown.values()) <= 16
     assert "marked down" in server.log.read_text()
 
 

@@ -10,7 +10,7 @@ import time
 import msgspec
 import pytest
 
-from humtemp.shard import READ_SCRIPT, WRITE_SCRIPT
+from humtemp.shard import AGGREGATE, READ_SCRIPT, WRITE_SCRIPT
 from tests.support.redis_server import RedisServer
 
 pack = msgspec.msgpack.encode
@@ -34,9 +34,7 @@ def test_write_merges_into_existing_aggregates_with_expiry(r) -> None:  # type: 
     assert write(r, [("100", expire, ["a", 2, 3.0, 50.0, 1.0, 2.0, 20.0, 30.0])]) == 2
     assert write(r, [("100", expire, ["a", 1, 0.5, 10.0, 0.5, 0.5, 10.0, 10.0,
                                       "b", 1, 7.0, 7.0, 7.0, 7.0, 7.0, 7.0])]) == 2
-    h = r.hgetall("p:b:100:a")
-    assert {k: float(v) for k, v in h.items()} == {
-        b"n": 3, b"st": 3.5, b"sh": 60.0, b"tmin": 0.5, b"tmax": 2.0, b"hmin": 10.0, b"hmax": 30.0}
+    assert AGGREGATE.unpack(r.get("p:b:100:a")) == (3, 3.5, 60.0, 0.5, 2.0, 10.0, 30.0)
     assert r.smembers("p:labs:100") == {b"a", b"b"}
     assert abs(time.time() + r.ttl("p:b:100:a") - expire) < 5
     assert abs(time.time() + r.ttl("p:labs:100") - expire) < 5
