@@ -207,6 +207,8 @@ OPTIONS: tuple[Option, ...] = (
            _parse_float, "0.5", "SECONDS"),
     Option("redis_timeout", "seconds to wait for a shard's answer to a command",
            _parse_float, "1.5", "SECONDS"),
+    Option("flush_linger", "seconds a shard's flush waits for more observations to join it",
+           lambda s, r: _parse_float(s, r, None), "0", "SECONDS"),
     Option("max_pending", "observations queued per shard before answering 503",
            lambda s, r: _parse_int(s, r, 1), "50000", "N"),
     Option("on_shard_down", "writes for a down shard: reroute to the next live shard, or reject",
@@ -251,6 +253,7 @@ class Settings:
     max_batch_labs: int = 10000
     redis_connect_timeout: float = 0.5
     redis_timeout: float = 1.5
+    flush_linger: float = 0.0
     max_pending: int = 50000
     on_shard_down: str = "reroute"
     min_live_shards: int = 1

@@ -158,3 +158,18 @@ async def test_hung_shard_costs_at_most_two_seconds_by_default(
 
 def lab_on_name(lab: str, servers: list[RedisServer]) -> str:
     return ShardRing([s.name for s in servers]).owner(lab)
+
+
+async def test_flushed_script_cache_is_reloaded(
+    make_client: ClientFactory, clean_shards: list[RedisServer]
+) -> None:
+    client = await make_client()
+    lab = lab_on(clean_shards[0], clean_shards)
+    assert (await client.post("/observation", json=obs(lab, temp=1.0))).status == 200
+    for s in clean_shards:
+        s.client().script_flush()
+    assert (await client.post("/observation", json=obs(lab, temp=3.0))).status == 200
+    body = await (await client.get("/summary/lab", params={"lab_id": lab, "offset": 0})).json()
+    assert body["count"] == 2 and body["avg_temp"] == 2.0
+    summary = await (await client.get("/summary", params={"offset": 0})).json()
+    assert [s["lab_id"] for s in summary] == [lab]
