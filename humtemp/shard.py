@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import struct
 import time
@@ -67,8 +68,6 @@ class ShardOverloaded(ShardError):
 
 
 def _script_sha(script: str) -> str:
-    import hashlib
-
     return hashlib.sha1(script.encode()).hexdigest()
 
 
