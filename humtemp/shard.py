@@ -214,13 +214,17 @@ class Shard:
         queued = self._batch.observations if self._batch else 0
         return queued + self._inflight
 
-    def submit(self, items: list[tuple[str, int, int, float, float]]) -> asyncio.Future[None]:
-        """Queue (lab_id, bucket, ts, temp, humidity) items; the future resolves when stored."""
+    def admit(self, count: int) -> None:
+        """Raise unless ``count`` more observations may be queued here right now."""
         if not self.up:
             raise ShardUnavailable(self.name, "marked down")
-        if self.pending + len(items) > self.settings.max_pending:
+        if self.pending + count > self.settings.max_pending:
             metrics.SHARD_ERRORS.labels(shard=self.name, kind="overloaded").inc()
             raise ShardOverloaded(self.name, "write queue full")
+
+    def submit(self, items: list[tuple[str, int, int, float, float]]) -> asyncio.Future[None]:
+        """Queue (lab_id, bucket, ts, temp, humidity) items; the future resolves when stored."""
+        self.admit(len(items))
         batch = self._batch
         assert batch is not None, "shard not started"
         if self._dedup:
@@ -236,13 +240,9 @@ class Shard:
         self, lab_id: str, bucket: int, ts: int, temp: float, humidity: float
     ) -> asyncio.Future[None]:
         """The single-observation fast path of :meth:`submit` (no list, no loop)."""
-        if not self.up:
-            raise ShardUnavailable(self.name, "marked down")
+        self.admit(1)
         batch = self._batch
         assert batch is not None, "shard not started"
-        if batch.observations + self._inflight >= self.settings.max_pending:
-            metrics.SHARD_ERRORS.labels(shard=self.name, kind="overloaded").inc()
-            raise ShardOverloaded(self.name, "write queue full")
         if self._dedup:
             batch.add_raw(lab_id, bucket, ts, temp, humidity)
         else:

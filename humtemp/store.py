@@ -117,6 +117,10 @@ class ShardSet:
                 for item in pending:
                     by_shard.setdefault(self._target(item[0]).name, []).append(item)
             names = list(by_shard)
+            # Admit every part before queueing any: a full or down shard must not leave
+            # the other parts of a batch stored behind a 503.
+            for name in names:
+                self.shards[name].admit(len(by_shard[name]))
             futures = [self.shards[n].submit(by_shard[n]) for n in names]
             results = await asyncio.gather(*futures, return_exceptions=True)
             pending = []

@@ -219,6 +219,29 @@ async def test_full_queue_answers_503_with_retry_after_and_stores_the_rest(
     assert 'humtemp_observations_rejected_total{reason="overloaded"}' in metrics
 
 
+async def test_batch_for_a_full_shard_stores_no_part_anywhere(
+    make_client: ClientFactory, clean_shards: list[RedisServer]
+) -> None:
+    client = await make_client(max_pending=3, redis_timeout=5.0)
+    full, other = clean_shards[1], clean_shards[0]
+    fillers = labs_on(full, clean_shards, 5, prefix="fill")
+    batch = [obs(lab, temp=5.0) for lab in labs_on(other, clean_shards, 3, prefix="b")]
+    batch.append(obs(labs_on(full, clean_shards, 1, prefix="bfull")[0], temp=5.0))
+    # a fresh write keeps the flusher's connection from idling into a PING check
+    assert (await client.post("/observation", json=obs(fillers.pop()))).status == 200
+    stalled = stall(full, 2.0)
+    # the first goes in flight, the rest fill the queue to max_pending (3)
+    queued = [asyncio.ensure_future(client.post("/observation", json=obs(lab)))
+              for lab in fillers]
+    await asyncio.sleep(0.2)
+    resp = await client.post("/observations", json=batch)
+    assert resp.status == 503 and (await resp.json())["error"] == "overloaded"
+    await asyncio.to_thread(stalled.join)
+    statuses = sorted(r.status for r in await asyncio.gather(*queued))
+    assert statuses == [200, 200, 200, 503], statuses
+    assert not other.client().keys("humtemp:b:*:b*"), "no part of the rejected batch stored"
+
+
 async def test_bearer_tokens_guard_writes_and_reads(
     make_client: ClientFactory, clean_shards: list[RedisServer]
 ) -> None:
