@@ -1,10 +1,13 @@
 """A/B two versions of humtemp: this checkout against a git revision, same shards.
 
-`python -m bench.ab REV [--rounds 6] [--duration 5] [--connections 64]`
+`python -m bench.ab REV [--rounds 6] [--duration 5] [--connections 64] [--bare]`
 
 Both servers run on the same two redis-server shards (different key prefixes, so
 storage formats may differ) and are driven alternately, A B A B, by the same wrk
 script as the suite: on a noisy machine only interleaved runs compare fairly.
+Besides req/s it reports the server's CPU per request and Redis CPU per observation,
+which move less than req/s when other jobs share the machine. `--bare` adds the
+reference server as a third arm, so each version's ratio to it shows too.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import tempfile
 from pathlib import Path
 
 from bench.procs import free_port, start, stop, wait_http
-from bench.shards import start_shard
-from bench.wrk import run_wrk
+from bench.shards import start_shard, total_cpu
+from bench.targets import start_bare
+from bench.wrk import WrkResult, run_wrk
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,6 +41,26 @@ def _serve(name: str, tree: Path, shard_urls: str, workdir: Path):  # type: igno
     return service
 
 
+def _cpu_per_request(result: WrkResult) -> float:
+    return 1e6 * sum(result.cpu_s.values()) / max(result.requests, 1)
+
+
+def _report(runs: dict[str, list[WrkResult]]) -> None:
+    """Medians per version, then new/old (and each version over bare, if it ran)."""
+    median = statistics.median
+    rps = {name: median(r.rps for r in results) for name, results in runs.items()}
+    for name, results in runs.items():
+        redis = median(1e6 * r.redis_cpu_s / max(r.requests, 1) for r in results)
+        print(f"{name:>4}: median {rps[name]:,.0f} req/s, "
+              f"{median(_cpu_per_request(r) for r in results):.1f} us CPU/req, "
+              f"p99 {median(r.p99_ms for r in results):.2f} ms, Redis {redis:.1f} us/obs")
+    print(f"new/old req/s {rps['new'] / rps['old']:.3f}")
+    if "bare" in rps:
+        print(f"old/bare {rps['old'] / rps['bare']:.3f}, new/bare {rps['new'] / rps['bare']:.3f}; "
+              "per round new/bare: " + ", ".join(
+                  f"{n.rps / b.rps:.3f}" for n, b in zip(runs["new"], runs["bare"], strict=True)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--bare", action="store_true", help="also run the bare aiohttp server")
     opts = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="humtemp-ab-") as tmp:
         workdir = Path(tmp)
@@ -56,17 +81,20 @@ def main(argv: list[str] | None = None) -> int:
             urls = ",".join(s.url for s in shards)
             services = {"old": _serve("old", old_tree, urls, workdir),
                         "new": _serve("new", REPO, urls, workdir)}
-            rps: dict[str, list[float]] = {"old": [], "new": []}
+            if opts.bare:
+                services["bare"] = start_bare(workdir)
+                wait_http(services["bare"], "/healthz")
+            runs: dict[str, list[WrkResult]] = {name: [] for name in services}
             args = ["86400", "0", "1000", "100"]
             for rnd in range(opts.rounds):
                 for name, service in services.items():
                     result = run_wrk(name, service.url + "/observation", "observation.lua", args,
-                                     opts.connections, opts.duration, {})
-                    rps[name].append(result.rps)
-                    print(f"round {rnd + 1}/{opts.rounds} {name}: {result.rps:,.0f} req/s",
-                          flush=True)
-            old, new = (statistics.median(rps[k]) for k in ("old", "new"))
-            print(f"median req/s: old {old:,.0f}, new {new:,.0f}; new/old {new / old:.3f}")
+                                     opts.connections, opts.duration, {name: service.pids()},
+                                     redis_cpu=lambda: total_cpu(shards))
+                    runs[name].append(result)
+                    print(f"round {rnd + 1}/{opts.rounds} {name}: {result.rps:,.0f} req/s, "
+                          f"{_cpu_per_request(result):.1f} us CPU/req", flush=True)
+            _report(runs)
         finally:
             for service in services.values():
                 stop(service)

@@ -8,7 +8,6 @@ from aiohttp import web
 
 from humtemp.api import BUCKETS, SETTINGS, SHARDS, STATE, add_routes
 from humtemp.config import Settings, ShardSpec
-from humtemp.middleware import observe
 from humtemp.model import Buckets
 from humtemp.store import ShardSet
 
@@ -17,7 +16,7 @@ def create_app(settings: Settings, shards: Sequence[ShardSpec] | None = None) ->
     """Build the app; shards default to the configured ones (embedded mode passes its own)."""
     specs = tuple(shards) if shards is not None else settings.shards()
     # aiohttp enforces client_max_size while reading; we add a clearer 413 on Content-Length.
-    app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
+    app = web.Application(client_max_size=settings.max_body_bytes)
     buckets = Buckets(settings.bucket_offset, settings.bucket_duration, settings.bucket_retention)
     app[SETTINGS] = settings
     app[BUCKETS] = buckets

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from humtemp.api import SHARDS
 from tests.conftest import ClientFactory, now
 from tests.support.redis_server import RedisServer
 
@@ -116,18 +117,58 @@ async def test_chunked_body_over_the_limit_is_413(
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "status", "error"),
-    [("GET", "/nope", 404, "not_found"), ("DELETE", "/summary", 405, "method_not_allowed"),
-     ("GET", "/observation", 405, "method_not_allowed"),
-     ("PUT", "/observations", 405, "method_not_allowed")],
+    ("method", "path", "status", "error", "allow"),
+    [("GET", "/nope", 404, "not_found", None),
+     ("POST", "/summary/nope/deeper", 404, "not_found", None),
+     ("DELETE", "/summary", 405, "method_not_allowed", "GET, HEAD"),
+     ("GET", "/observation", 405, "method_not_allowed", "POST"),
+     ("PUT", "/observations", 405, "method_not_allowed", "POST")],
 )
 async def test_unknown_routes_and_methods(
-    make_client: ClientFactory, method: str, path: str, status: int, error: str
+    make_client: ClientFactory, method: str, path: str, status: int, error: str,
+    allow: str | None,
 ) -> None:
     client = await make_client()
     resp = await client.request(method, path)
     assert resp.status == status
+    assert resp.headers.get("Allow") == allow
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
     assert (await resp.json())["error"] == error
+    metrics = await (await client.get("/metrics")).text()
+    assert f'humtemp_http_requests_total{{method="{method}",route="other",status="4xx"}}' \
+        in metrics
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [("POST", "/observation", b"{"), ("GET", "/summary", None), ("GET", "/metrics", None),
+     ("GET", "/openapi.json", None), ("GET", "/readyz", None)],
+)
+async def test_every_answer_carries_the_safe_headers(
+    make_client: ClientFactory, method: str, path: str, body: bytes | None
+) -> None:
+    client = await make_client()
+    resp = await client.request(method, path, data=body, headers=JSON if body else None)
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert resp.headers["Server"] == "humtemp"
+
+
+async def test_internal_error_is_a_bare_500_without_trace(
+    make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await make_client()
+
+    async def broken(*_args: object) -> None:
+        raise RuntimeError("secret internals at /srv/humtemp/store.py line 42")
+
+    monkeypatch.setattr(client.app[SHARDS], "read_bucket", broken)  # type: ignore[index]
+    resp = await client.get("/summary")
+    assert resp.status == 500
+    text = await resp.text()
+    assert "secret" not in text and "Traceback" not in text
+    assert (await resp.json()) == {"error": "internal_error", "field": None,
+                                   "detail": "internal server error"}
 
 
 @pytest.mark.parametrize(
