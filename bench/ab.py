@@ -1,6 +1,7 @@
 """A/B two versions of humtemp: this checkout against a git revision, same shards.
 
-`python -m bench.ab REV [--rounds 6] [--duration 5] [--connections 64] [--bare]`
+`python -m bench.ab REV [--rounds 6] [--duration 5] [--connections 64] [--bare]
+[--new-env NAME=VALUE]`
 
 Both servers run on the same two redis-server shards (different key prefixes, so
 storage formats may differ) and are driven alternately, A B A B, by the same wrk
@@ -28,10 +29,11 @@ from bench.wrk import WrkResult, run_wrk
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _serve(name: str, tree: Path, shard_urls: str, workdir: Path):  # type: ignore[no-untyped-def]
+def _serve(name: str, tree: Path, shard_urls: str, workdir: Path,  # type: ignore[no-untyped-def]
+           extra_env: dict[str, str]):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(tree), "HUMTEMP_REDIS_URLS": shard_urls,
-           "HUMTEMP_KEY_PREFIX": f"ab-{name}:", "HUMTEMP_LOG_LEVEL": "warning"}
+           "HUMTEMP_KEY_PREFIX": f"ab-{name}:", "HUMTEMP_LOG_LEVEL": "warning", **extra_env}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     rundir = workdir / f"run-{name}"
     rundir.mkdir()
@@ -69,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--bare", action="store_true", help="also run the bare aiohttp server")
+    parser.add_argument("--new-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment of the new arm only, e.g. HUMTEMP_FLUSH_LINGER=0.001 "
+                             "(with REV = HEAD this A/Bs a setting)")
     opts = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="humtemp-ab-") as tmp:
         workdir = Path(tmp)
@@ -79,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         services = {}
         try:
             urls = ",".join(s.url for s in shards)
-            services = {"old": _serve("old", old_tree, urls, workdir),
-                        "new": _serve("new", REPO, urls, workdir)}
+            new_env = dict(item.split("=", 1) for item in opts.new_env)
+            services = {"old": _serve("old", old_tree, urls, workdir, {}),
+                        "new": _serve("new", REPO, urls, workdir, new_env)}
             if opts.bare:
                 services["bare"] = start_bare(workdir)
                 wait_http(services["bare"], "/healthz")

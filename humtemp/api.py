@@ -28,11 +28,15 @@ from humtemp.instrument import UNMATCHED, Handler, instrumented, unmatched
 from humtemp.model import LAB_ID_PATTERN, Aggregate, Buckets
 from humtemp.shard import ShardOutcomeUnknown, ShardOverloaded, ShardUnavailable
 from humtemp.store import ShardSet
+from humtemp.tally import CounterTally, HistogramTally, Tallies
 
 SETTINGS = web.AppKey("settings", Settings)
 SHARDS = web.AppKey("shards", ShardSet)
 BUCKETS = web.AppKey("buckets", Buckets)
 STATE = web.AppKey("state", dict)
+TALLIES = web.AppKey("tallies", Tallies)
+ACCEPTED = web.AppKey("accepted", CounterTally)
+BATCH_SIZES = web.AppKey("batch_sizes", HistogramTally)
 OPENAPI = resources.files("humtemp").joinpath("openapi.json").read_bytes()
 _NULL = b"null"
 PLAIN_JSON = frozenset({"application/json", "application/json; charset=utf-8",
@@ -110,7 +114,7 @@ async def post_observation(request: web.Request) -> web.Response:
         await app[SHARDS].write_one((obs.lab_id, buckets.start(ts), ts, obs.temp, obs.humidity))
     except (ShardUnavailable, ShardOutcomeUnknown, ShardOverloaded) as exc:
         raise _shard_error(exc) from None
-    metrics.OBSERVATIONS_ACCEPTED.inc()
+    app[ACCEPTED].inc()
     return web.Response(body=_NULL, headers=JSON_HEADERS)
 
 
@@ -142,8 +146,8 @@ async def post_observations(request: web.Request) -> web.Response:
         await app[SHARDS].write_many(items)
     except (ShardUnavailable, ShardOutcomeUnknown, ShardOverloaded) as exc:
         raise _shard_error(exc) from None
-    metrics.OBSERVATIONS_ACCEPTED.inc(len(items))
-    metrics.BATCH_SIZE.observe(len(items))
+    app[ACCEPTED].inc(len(items))
+    app[BATCH_SIZES].observe(len(items))
     return json_response({"accepted": len(items)})
 
 
@@ -253,6 +257,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
+    request.app[TALLIES].fold()  # this process's counts are exact in its own answer
     body, content_type = metrics.exposition()
     return web.Response(body=body, headers={**SAFE_HEADERS, "Content-Type": content_type})
 
@@ -277,9 +282,10 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
 def add_routes(app: web.Application) -> None:
     """The API's routes, each wrapped by :func:`instrumented`; last, a catch-all that
     answers unknown paths and methods in the same JSON error shape."""
+    tallies = app[TALLIES]
     for method, path, handler in ROUTES:
         if method == "GET":
-            app.router.add_get(path, instrumented(path, handler))
+            app.router.add_get(path, instrumented(path, handler, tallies))
         else:
-            app.router.add_route(method, path, instrumented(path, handler))
-    app.router.add_route("*", "/{path:.*}", instrumented(UNMATCHED, unmatched))
+            app.router.add_route(method, path, instrumented(path, handler, tallies))
+    app.router.add_route("*", "/{path:.*}", instrumented(UNMATCHED, unmatched, tallies))

@@ -6,10 +6,21 @@ from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 
-from humtemp.api import BUCKETS, SETTINGS, SHARDS, STATE, add_routes
+from humtemp import metrics
+from humtemp.api import (
+    ACCEPTED,
+    BATCH_SIZES,
+    BUCKETS,
+    SETTINGS,
+    SHARDS,
+    STATE,
+    TALLIES,
+    add_routes,
+)
 from humtemp.config import Settings, ShardSpec
 from humtemp.model import Buckets
 from humtemp.store import ShardSet
+from humtemp.tally import Tallies
 
 
 def create_app(settings: Settings, shards: Sequence[ShardSpec] | None = None) -> web.Application:
@@ -21,13 +32,18 @@ def create_app(settings: Settings, shards: Sequence[ShardSpec] | None = None) ->
     app[SETTINGS] = settings
     app[BUCKETS] = buckets
     app[STATE] = {"draining": False}
-    app[SHARDS] = ShardSet(specs, settings, buckets)
+    tallies = app[TALLIES] = Tallies()
+    app[ACCEPTED] = tallies.counter(metrics.OBSERVATIONS_ACCEPTED)
+    app[BATCH_SIZES] = tallies.histogram(metrics.BATCH_SIZE, metrics.SIZE_BUCKETS)
+    app[SHARDS] = ShardSet(specs, settings, buckets, tallies)
 
     async def shard_lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[SHARDS].start()
+        tallies.start()
         yield
         # Runs after the listener closed and in-flight handlers finished: drain queues.
         await app[SHARDS].close()
+        await tallies.stop()
 
     app.cleanup_ctx.append(shard_lifecycle)
     add_routes(app)

@@ -16,10 +16,10 @@ from time import perf_counter
 
 from aiohttp import web
 from aiohttp.web_exceptions import HTTPException
-from prometheus_client import Counter, Histogram
 
 from humtemp import metrics
 from humtemp.errors import ApiError
+from humtemp.tally import HistogramTally, Tallies
 
 log = logging.getLogger(__name__)
 
@@ -38,31 +38,31 @@ def _from_http_exception(exc: HTTPException) -> web.Response:
 
 
 class RouteMetrics:
-    """One route's labelled request counter and latency histogram, by method and status
-    class; children are cached because ``labels()`` locks and hashes on every call."""
+    """One route's request count and latency, by method and status class, as tallies
+    (:mod:`humtemp.tally`) of the labelled Prometheus children."""
 
-    __slots__ = ("_children", "route")
+    __slots__ = ("_tallies", "by_key", "route")
 
-    def __init__(self, route: str) -> None:
+    def __init__(self, route: str, tallies: Tallies) -> None:
         self.route = route
-        self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        self._tallies = tallies
+        self.by_key: dict[tuple[str, int], HistogramTally] = {}
 
     def record(self, method: str, status: int, seconds: float) -> None:
         key = (method, status // 100)
-        pair = self._children.get(key)
-        if pair is None:
+        tally = self.by_key.get(key)
+        if tally is None:
             labels = (self.route, method, f"{status // 100}xx")
-            pair = self._children[key] = (
-                metrics.HTTP_REQUESTS.labels(*labels),
-                metrics.HTTP_DURATION.labels(*labels),
+            tally = self.by_key[key] = self._tallies.histogram(
+                metrics.HTTP_DURATION.labels(*labels), metrics.LATENCY_BUCKETS,
+                counter=metrics.HTTP_REQUESTS.labels(*labels),
             )
-        pair[0].inc()
-        pair[1].observe(seconds)
+        tally.observe(seconds)
 
 
-def instrumented(route: str, handler: Handler) -> Handler:
+def instrumented(route: str, handler: Handler, tallies: Tallies) -> Handler:
     """``handler`` answering errors as JSON and counting every request under ``route``."""
-    recorder = RouteMetrics(route)
+    recorder = RouteMetrics(route, tallies)
     count_rejects = route in INGEST_ROUTES
 
     async def handle(request: web.Request) -> web.StreamResponse:

@@ -34,7 +34,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from humtemp import metrics
 from humtemp.config import Settings, ShardSpec
-from humtemp.model import Aggregate
+from humtemp.tally import Tallies
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +92,26 @@ class Batch:
         self.observations = 0
 
     def add(self, lab_id: str, bucket: int, temp: float, humidity: float) -> None:
+        """Merge into the lab's [n, temp sum, humidity sum, temp min/max, humidity min/max]:
+        a plain list, the order write.lua reads, so the payload needs no conversion."""
         labs = self.groups.get(bucket)
         if labs is None:
             labs = self.groups[bucket] = {}
         agg = labs.get(lab_id)
         if agg is None:
-            labs[lab_id] = Aggregate.of(temp, humidity)
+            labs[lab_id] = [1, temp, humidity, temp, temp, humidity, humidity]
         else:
-            agg.add(temp, humidity)
+            agg[0] += 1
+            agg[1] += temp
+            agg[2] += humidity
+            if temp < agg[3]:
+                agg[3] = temp
+            elif temp > agg[4]:
+                agg[4] = temp
+            if humidity < agg[5]:
+                agg[5] = humidity
+            elif humidity > agg[6]:
+                agg[6] = humidity
         self.observations += 1
 
     def add_raw(self, lab_id: str, bucket: int, ts: int, temp: float, humidity: float) -> None:
@@ -117,9 +129,9 @@ class Batch:
                     rows.append(lab_id)
                     rows.append(readings)
             else:
-                for lab_id, a in labs.items():
-                    rows.extend((lab_id, a.count, a.temp_sum, a.hum_sum, a.temp_min,
-                                 a.temp_max, a.hum_min, a.hum_max))
+                for lab_id, agg in labs.items():
+                    rows.append(lab_id)
+                    rows.extend(agg)
             groups.append((str(bucket), expire_at(bucket), rows))
         return _pack(groups)
 
@@ -137,6 +149,7 @@ class Shard:
         settings: Settings,
         expire_at: Callable[[int], int],
         on_state_change: Callable[[Shard], None],
+        tallies: Tallies,
     ) -> None:
         self.name = spec.name
         self.spec = spec
@@ -174,10 +187,14 @@ class Shard:
         self._flusher: asyncio.Task[None] | None = None
         self._prober: asyncio.Task[None] | None = None
         self._up_gauge = metrics.SHARD_UP.labels(shard=self.name)
-        self._pending_gauge = metrics.SHARD_PENDING.labels(shard=self.name)
-        self._flush_time = metrics.SHARD_FLUSH_DURATION.labels(shard=self.name)
-        self._flush_keys = metrics.SHARD_FLUSH_KEYS.labels(shard=self.name)
-        self._flush_obs = metrics.SHARD_FLUSH_OBSERVATIONS.labels(shard=self.name)
+        pending_gauge = metrics.SHARD_PENDING.labels(shard=self.name)
+        tallies.sample(lambda: pending_gauge.set(self.pending))
+        self._flush_time = tallies.histogram(
+            metrics.SHARD_FLUSH_DURATION.labels(shard=self.name), metrics.LATENCY_BUCKETS)
+        self._flush_keys = tallies.histogram(
+            metrics.SHARD_FLUSH_KEYS.labels(shard=self.name), metrics.SIZE_BUCKETS)
+        self._flush_obs = tallies.histogram(
+            metrics.SHARD_FLUSH_OBSERVATIONS.labels(shard=self.name), metrics.SIZE_BUCKETS)
         self._up_gauge.set(1)
 
     # -- lifecycle ---------------------------------------------------------------
@@ -264,10 +281,8 @@ class Shard:
             if batch.observations:
                 self._batch = Batch(self._loop)
                 self._inflight = batch.observations
-                self._pending_gauge.set(self.pending)
                 await self._flush(batch)
                 self._inflight = 0
-                self._pending_gauge.set(self.pending)
                 if self._batch.observations:
                     self._wakeup.set()
             elif self._closing:

@@ -22,6 +22,7 @@ from humtemp.config import Settings, ShardSpec
 from humtemp.model import Aggregate, Buckets
 from humtemp.ring import ShardRing
 from humtemp.shard import Shard, ShardUnavailable
+from humtemp.tally import Tallies
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,13 @@ class BucketRead:
 class ShardSet:
     """The ring, the shards, and the write/read entry points the API uses."""
 
-    def __init__(self, specs: Iterable[ShardSpec], settings: Settings, buckets: Buckets) -> None:
+    def __init__(
+        self, specs: Iterable[ShardSpec], settings: Settings, buckets: Buckets, tallies: Tallies
+    ) -> None:
         self.settings = settings
         self.buckets = buckets
         self.shards: dict[str, Shard] = {
-            spec.name: Shard(spec, settings, buckets.expire_at, self._state_changed)
+            spec.name: Shard(spec, settings, buckets.expire_at, self._state_changed, tallies)
             for spec in specs
         }
         self.ring = ShardRing(self.shards)
