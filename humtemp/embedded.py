@@ -105,6 +105,8 @@ class EmbeddedShards:
             'save ""\n'
             # exactly-once: a lab-day of timestamps stays a compact intset (~12 KB)
             "set-max-intset-entries 4096\n"
+            # a bucket's hash is freed off the main thread when it expires
+            "lazyfree-lazy-expire yes\n"
             "daemonize no\n"
             "loglevel warning\n"
             f"logfile {shard_dir / 'redis.log'}\n"

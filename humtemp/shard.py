@@ -39,12 +39,12 @@ from humtemp.tally import Tallies
 log = logging.getLogger(__name__)
 
 WRITE_SCRIPT = resources.files("humtemp").joinpath("lua/write.lua").read_text()
-READ_SCRIPT = resources.files("humtemp").joinpath("lua/read.lua").read_text()
 _pack = msgspec.msgpack.Encoder().encode
 _unpack = msgspec.msgpack.Decoder().decode
 IDLE_CHECK_SECONDS = 1.0
 AGGREGATE = struct.Struct("<7d")
-"""How write.lua stores an aggregate: n, temp sum, humidity sum, temp min/max, humidity min/max."""
+"""How write.lua stores an aggregate in the bucket's hash, one field per lab: n, temp sum,
+humidity sum, temp min/max, humidity min/max."""
 
 
 class ShardError(Exception):
@@ -72,7 +72,6 @@ def _script_sha(script: str) -> str:
 
 
 WRITE_SHA = _script_sha(WRITE_SCRIPT)
-READ_SHA = _script_sha(READ_SCRIPT)
 
 
 def _peer_closed(conn: AbstractConnection) -> bool:
@@ -428,19 +427,14 @@ class Shard:
 
     # -- reads ----------------------------------------------------------------------
 
-    async def read_bucket(self, bucket: int) -> list[Any]:
-        """Flat [lab, n, st, sh, tmin, tmax, hmin, hmax, ...] of every lab in a bucket."""
-        try:
-            raw = await self.reader.evalsha(READ_SHA, 0, self._prefix, str(bucket))
-        except NoScriptError:
-            raw = await self.reader.eval(READ_SCRIPT, 0, self._prefix, str(bucket))
-        data = _unpack(raw)
-        return data if isinstance(data, list) else []
+    def bucket_key(self, bucket: int) -> bytes:
+        """The hash holding every lab's aggregate of one bucket on this shard."""
+        return b"%sb:%d" % (self._prefix, bucket)
 
-    async def read_lab(self, bucket: int, lab_id: str) -> list[Any] | None:
-        key = b"%sb:%d:%s" % (self._prefix, bucket, lab_id.encode())
-        raw = await self.reader.get(key)
-        if raw is None:
-            return None
-        n, *rest = AGGREGATE.unpack(raw)
-        return [int(n), *rest]
+    async def read_bucket(self, bucket: int) -> dict[bytes, bytes]:
+        """Every lab's packed aggregate (:data:`AGGREGATE`) in a bucket, by lab id."""
+        return await self.reader.hgetall(self.bucket_key(bucket))  # type: ignore[no-any-return]
+
+    async def read_lab(self, bucket: int, lab_id: str) -> bytes | None:
+        """One lab's packed aggregate in a bucket, or None."""
+        return await self.reader.hget(self.bucket_key(bucket), lab_id)  # type: ignore[no-any-return]

@@ -21,7 +21,7 @@ from humtemp import metrics
 from humtemp.config import Settings, ShardSpec
 from humtemp.model import Aggregate, Buckets
 from humtemp.ring import ShardRing
-from humtemp.shard import Shard, ShardUnavailable
+from humtemp.shard import AGGREGATE, Shard, ShardUnavailable
 from humtemp.tally import Tallies
 
 log = logging.getLogger(__name__)
@@ -163,10 +163,11 @@ class ShardSet:
             if isinstance(reply, BaseException):
                 self._read_failed(name, reply, result)
                 continue
-            # 8 values per lab; unpacking from one iterator beats slicing per lab.
-            for lab, n, st, sh, tmin, tmax, hmin, hmax in zip(*[iter(reply)] * 8, strict=True):
-                agg = Aggregate(int(n), float(st), float(sh), float(tmin), float(tmax),
-                                float(hmin), float(hmax))
+            # All values unpacked in one C call over their concatenation.
+            values = AGGREGATE.iter_unpack(b"".join(reply.values()))
+            for raw_lab, (n, st, sh, tmin, tmax, hmin, hmax) in zip(reply, values, strict=True):
+                agg = Aggregate(int(n), st, sh, tmin, tmax, hmin, hmax)
+                lab = raw_lab.decode()
                 have = labs.get(lab)
                 labs[lab] = agg if have is None else have.merge(agg)
         metrics.SUMMARY_FANOUT.observe(time.perf_counter() - started)
@@ -187,7 +188,8 @@ class ShardSet:
                 self._read_failed(name, reply, probe)
                 continue
             if reply is not None:
-                agg = Aggregate(*reply)
+                n, *rest = AGGREGATE.unpack(reply)
+                agg = Aggregate(int(n), *rest)
                 total = agg if total is None else total.merge(agg)
         return total, probe.missing
 

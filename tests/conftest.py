@@ -85,3 +85,9 @@ def now() -> int:
 def obs(lab: str = "lab01", ts: int | None = None, temp: float = 20.0, hum: float = 50.0
         ) -> dict[str, Any]:
     return {"lab_id": lab, "timestamp": now() if ts is None else ts, "temp": temp, "humidity": hum}
+
+
+def stored_labs(server: RedisServer, prefix: str = "humtemp:") -> list[str]:
+    """Lab ids holding an aggregate on this shard, over all buckets (a hash per bucket)."""
+    client = server.client()
+    return [lab.decode() for key in client.keys(f"{prefix}b:*") for lab in client.hkeys(key)]

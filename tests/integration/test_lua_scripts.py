@@ -1,4 +1,4 @@
-"""The group-commit and read scripts against a real redis-server.
+"""The group-commit script and the storage layout it writes, against a real redis-server.
 
 fakeredis's Lua has no cmsgpack, so these run on the real thing.
 """
@@ -10,7 +10,7 @@ import time
 import msgspec
 import pytest
 
-from humtemp.shard import AGGREGATE, READ_SCRIPT, WRITE_SCRIPT
+from humtemp.shard import AGGREGATE, WRITE_SCRIPT
 from tests.support.redis_server import RedisServer
 
 pack = msgspec.msgpack.encode
@@ -26,7 +26,11 @@ def write(r, groups, mode="agg", prefix="p:"):  # type: ignore[no-untyped-def]
 
 
 def read(r, bucket, prefix="p:"):  # type: ignore[no-untyped-def]
-    return msgspec.msgpack.decode(r.eval(READ_SCRIPT, 0, prefix, str(bucket)))
+    """Flat [lab, n, st, sh, tmin, tmax, hmin, hmax, ...] of a bucket's hash, by lab."""
+    rows: list = []
+    for lab, raw in sorted(r.hgetall(f"{prefix}b:{bucket}").items()):
+        rows += [lab.decode(), *AGGREGATE.unpack(raw)]
+    return rows
 
 
 def test_write_merges_into_existing_aggregates_with_expiry(r) -> None:  # type: ignore[no-untyped-def]
@@ -34,13 +38,34 @@ def test_write_merges_into_existing_aggregates_with_expiry(r) -> None:  # type: 
     assert write(r, [("100", expire, ["a", 2, 3.0, 50.0, 1.0, 2.0, 20.0, 30.0])]) == 2
     assert write(r, [("100", expire, ["a", 1, 0.5, 10.0, 0.5, 0.5, 10.0, 10.0,
                                       "b", 1, 7.0, 7.0, 7.0, 7.0, 7.0, 7.0])]) == 2
-    assert AGGREGATE.unpack(r.get("p:b:100:a")) == (3, 3.5, 60.0, 0.5, 2.0, 10.0, 30.0)
-    assert r.smembers("p:labs:100") == {b"a", b"b"}
-    assert abs(time.time() + r.ttl("p:b:100:a") - expire) < 5
-    assert abs(time.time() + r.ttl("p:labs:100") - expire) < 5
+    assert AGGREGATE.unpack(r.hget("p:b:100", "a")) == (3, 3.5, 60.0, 0.5, 2.0, 10.0, 30.0)
+    assert r.keys("*") == [b"p:b:100"], "one hash per bucket, nothing else"
+    assert abs(time.time() + r.ttl("p:b:100") - expire) < 5
     rows = read(r, 100)
-    assert sorted(rows[i] for i in range(0, len(rows), 8)) == ["a", "b"]
-    assert read(r, 999) == [] or read(r, 999) == {}
+    assert [rows[i] for i in range(0, len(rows), 8)] == ["a", "b"]
+    assert read(r, 999) == []
+
+
+def test_many_labs_in_one_flush_cross_the_chunk_size(r) -> None:  # type: ignore[no-untyped-def]
+    """More labs than one HMGET/HSET chunk (1000), and than Lua's unpack() limit (~8000)."""
+    expire = 4102444800
+    rows: list = []
+    for i in range(9001):
+        rows += [f"lab{i}", 1, 1.0, 2.0, 1.0, 1.0, 2.0, 2.0]
+    assert write(r, [("7", expire, rows)]) == 9001
+    rows[1::8] = [2] * 9001  # every lab again, now with n=2
+    assert write(r, [("7", expire, rows)]) == 18002
+    assert r.hlen("p:b:7") == 9001
+    assert AGGREGATE.unpack(r.hget("p:b:7", "lab9000"))[:3] == (3, 2.0, 4.0)
+    assert AGGREGATE.unpack(r.hget("p:b:7", "lab0"))[:3] == (3, 2.0, 4.0)
+
+
+def test_groups_of_several_buckets_in_one_flush(r) -> None:  # type: ignore[no-untyped-def]
+    assert write(r, [("10", 4102444800, ["a", 1, 5.0, 6.0, 5.0, 5.0, 6.0, 6.0]),
+                     ("20", 4102444900, ["a", 2, 8.0, 8.0, 3.0, 5.0, 3.0, 5.0])]) == 3
+    assert read(r, 10) == ["a", 1, 5.0, 6.0, 5.0, 5.0, 6.0, 6.0]
+    assert read(r, 20) == ["a", 2, 8.0, 8.0, 3.0, 5.0, 3.0, 5.0]
+    assert r.ttl("p:b:20") - r.ttl("p:b:10") in (99, 100, 101)
 
 
 def test_float_sums_round_trip_exactly(r) -> None:  # type: ignore[no-untyped-def]
@@ -62,3 +87,5 @@ def test_dedup_mode_drops_repeated_timestamps(r) -> None:  # type: ignore[no-unt
     rows = read(r, 5)
     assert rows[:4] == ["a", 3, 9.0, 12.0]
     assert abs(time.time() + r.ttl("p:seen:5:a") - expire) < 5
+    assert write(r, [("5", expire, ["a", [10, 7.0, 7.0, 12, 7.0, 7.0]])], mode="dedup") == 0
+    assert read(r, 5)[:4] == ["a", 3, 9.0, 12.0], "a flush of repeats changes nothing"

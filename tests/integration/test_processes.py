@@ -86,10 +86,10 @@ def test_sigterm_under_load_stores_every_acknowledged_post(
         t.join(timeout=10)
     assert sum(acked.values()) > 100
     for lab, count in acked.items():
-        key = f"humtemp:b:{(now() // 86400) * 86400}:{lab}"
+        key = f"humtemp:b:{(now() // 86400) * 86400}"
         stored = sum(
             int(AGGREGATE.unpack(raw)[0]) for s in clean_shards
-            if (raw := s.client().get(key)) is not None
+            if (raw := s.client().hget(key, lab)) is not None
         )
         assert stored == count, lab
     assert "shutdown complete" in server.log.read_text()
