@@ -27,6 +27,8 @@ from bench.targets import start_bare
 from bench.wrk import WrkResult, run_wrk
 
 REPO = Path(__file__).resolve().parent.parent
+BATCH = 100
+"""Observations per request with --batch (as the suite's batch phase)."""
 
 
 def _serve(name: str, tree: Path, shard_urls: str, workdir: Path,  # type: ignore[no-untyped-def]
@@ -47,12 +49,12 @@ def _cpu_per_request(result: WrkResult) -> float:
     return 1e6 * sum(result.cpu_s.values()) / max(result.requests, 1)
 
 
-def _report(runs: dict[str, list[WrkResult]]) -> None:
+def _report(runs: dict[str, list[WrkResult]], per_request: int) -> None:
     """Medians per version, then new/old (and each version over bare, if it ran)."""
     median = statistics.median
     rps = {name: median(r.rps for r in results) for name, results in runs.items()}
     for name, results in runs.items():
-        redis = median(1e6 * r.redis_cpu_s / max(r.requests, 1) for r in results)
+        redis = median(1e6 * r.redis_cpu_s / max(r.requests * per_request, 1) for r in results)
         print(f"{name:>4}: median {rps[name]:,.0f} req/s, "
               f"{median(_cpu_per_request(r) for r in results):.1f} us CPU/req, "
               f"p99 {median(r.p99_ms for r in results):.2f} ms, Redis {redis:.1f} us/obs")
@@ -71,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--bare", action="store_true", help="also run the bare aiohttp server")
+    parser.add_argument("--batch", action="store_true",
+                        help="POST /observations with batches of 100 instead of single posts")
     parser.add_argument("--new-env", action="append", default=[], metavar="NAME=VALUE",
                         help="environment of the new arm only, e.g. HUMTEMP_FLUSH_LINGER=0.001 "
                              "(with REV = HEAD this A/Bs a setting)")
@@ -91,16 +95,18 @@ def main(argv: list[str] | None = None) -> int:
                 services["bare"] = start_bare(workdir)
                 wait_http(services["bare"], "/healthz")
             runs: dict[str, list[WrkResult]] = {name: [] for name in services}
-            args = ["86400", "0", "1000", "100"]
+            args = ["86400", "0", "1000", str(BATCH)]
+            path, script = ("/observations", "batch.lua") if opts.batch else (
+                "/observation", "observation.lua")
             for rnd in range(opts.rounds):
                 for name, service in services.items():
-                    result = run_wrk(name, service.url + "/observation", "observation.lua", args,
+                    result = run_wrk(name, service.url + path, script, args,
                                      opts.connections, opts.duration, {name: service.pids()},
                                      redis_cpu=lambda: total_cpu(shards))
                     runs[name].append(result)
                     print(f"round {rnd + 1}/{opts.rounds} {name}: {result.rps:,.0f} req/s, "
                           f"{_cpu_per_request(result):.1f} us CPU/req", flush=True)
-            _report(runs)
+            _report(runs, BATCH if opts.batch else 1)
         finally:
             for service in services.values():
                 stop(service)
