@@ -110,8 +110,18 @@ async def post_observation(request: web.Request) -> web.Response:
     body = await _read_body(request, settings)
     buckets = app[BUCKETS]
     obs, ts = decode_one(body, buckets, int(time.time()))
+    shards = app[SHARDS]
+    item = (obs.lab_id, buckets.start(ts), ts, obs.temp, obs.humidity)
     try:
-        await app[SHARDS].write_one((obs.lab_id, buckets.start(ts), ts, obs.temp, obs.humidity))
+        # Hot path: straight onto the owner's batch future, no coroutine of our own.
+        owner = shards.owner_if_all_up(obs.lab_id)
+        if owner is None:
+            await shards.write_one(item)
+        else:
+            try:
+                await owner.submit_one(*item)
+            except ShardUnavailable:
+                await shards.write_one(item)  # nothing was sent: the re-routing path
     except (ShardUnavailable, ShardOutcomeUnknown, ShardOverloaded) as exc:
         raise _shard_error(exc) from None
     app[ACCEPTED].inc()

@@ -85,6 +85,12 @@ class ShardSet:
             raise ShardUnavailable(owner, "no live shard left")
         return self.shards[target]
 
+    def owner_if_all_up(self, lab_id: str) -> Shard | None:
+        """The lab's shard while every shard is up (nothing to re-route), else None."""
+        if self.ring.down:
+            return None
+        return self.shards[self.ring.owner(lab_id)]
+
     async def write_one(self, item: Item) -> None:
         """Store one observation; returns once Redis acknowledged it."""
         for _ in range(len(self.shards)):
