@@ -67,7 +67,7 @@ def print_report(result: dict) -> None:
     print("\n== POST /observation (median of rounds)")
     print(
         f"{'conns':>5} {'target':<8} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'non2xx':>6} {'CPU us/req (process, redis, wrk)':<34} ratio"
+        f"{'non2xx':>6} {'CPU us/req (process, redis, wrk)':<34} {'obs/flush':>9} ratio"
     )
     for conns, level in result["ingest"]["by_connections"].items():
         for name in ("humtemp", "bare"):
@@ -78,7 +78,7 @@ def print_report(result: dict) -> None:
                 f"{conns:>5} {name:<8} {row['rps']:>9,.0f} {row['p50_ms']:>7.2f} "
                 f"{row['p99_ms']:>7.2f} {row['non_2xx']:>6} "
                 f"{cpu.get(name, 0):>8.1f} {cpu.get('redis', 0):>8.1f} {cpu.get('wrk', 0):>8.1f}"
-                f"{'':>9} {ratio if name == 'humtemp' else ''}"
+                f"{'':>9} {row.get('obs_per_flush') or '':>9} {ratio if name == 'humtemp' else ''}"
             )
     multi = result["multiworker"]
     print(
@@ -90,7 +90,8 @@ def print_report(result: dict) -> None:
     print(
         f"\n== batch of {batch['batch_size']}: humtemp {batch['humtemp']['obs_per_s']:,} obs/s "
         f"(bare parse {batch['bare']['obs_per_s']:,}); Redis "
-        f"{batch['humtemp']['redis_cpu_us_per_obs']} us/obs"
+        f"{batch['humtemp']['redis_cpu_us_per_obs']} us/obs; "
+        f"{batch['humtemp'].get('obs_per_flush')} obs per flush"
     )
     print("\n== GET /summary?offset=0")
     for labs, row in result["summary"]["by_labs"].items():

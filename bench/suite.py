@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from bench.procs import Service
 from bench.shards import Shard, total_cpu
-from bench.targets import connections_per_pid
+from bench.targets import connections_per_pid, flush_totals
 from bench.wrk import WrkResult, run_wrk
 
 
@@ -70,6 +70,9 @@ def aggregate(runs: list[WrkResult], per_request: int = 1) -> dict:
         "cpu_us_per_request": {role: round(1e6 * s / requests, 1) for role, s in cpu.items()}
         if requests
         else {},
+        "obs_per_flush": _median(
+            [run.extra["obs_per_flush"] for run in runs if "obs_per_flush" in run.extra]
+        ) or None,
         "redis_cpu_us_per_obs": round(
             1e6 * sum(run.redis_cpu_s for run in runs) / (requests * per_request), 3
         )
@@ -99,6 +102,7 @@ def interleave(
             run_wrk(name, service.url + path, script, script_args, connections, opts.warmup, {})
     for round_no in range(1, opts.rounds + 1):
         for name, service in targets:
+            flushed_before = flush_totals(service)
             result = run_wrk(
                 name,
                 service.url + path,
@@ -110,6 +114,13 @@ def interleave(
                 redis_cpu=lambda: total_cpu(shards),
                 midway=(midway or {}).get(name),
             )
+            flushed_after = flush_totals(service)
+            if flushed_before and flushed_after and flushed_after[1] > flushed_before[1]:
+                # How many observations a group commit carried: what amortises Redis's
+                # per-call cost (docs/benchmarks.md).
+                result.extra["obs_per_flush"] = round(
+                    (flushed_after[0] - flushed_before[0])
+                    / (flushed_after[1] - flushed_before[1]), 1)
             runs[name].append(result)
             log(
                 f"{script} c{connections} round {round_no}/{opts.rounds} {name}: "

@@ -92,3 +92,25 @@ def connections_per_pid(port: int) -> dict[str, int]:
         pids = set(_SS_PID.findall(line))
         counts[",".join(sorted(pids)) or "unknown"] += 1
     return dict(counts)
+
+
+_FLUSH_OBS = re.compile(
+    r"^humtemp_shard_flush_observations_(sum|count)\{[^}]*\} (\S+)$", re.MULTILINE
+)
+
+
+def flush_totals(service: Service) -> tuple[float, float] | None:
+    """(observations, flushes) over every shard so far, from humtemp's /metrics; None for a
+    server without them (the bare reference)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(service.url + "/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except (urllib.error.URLError, OSError):
+        return None
+    totals = {"sum": 0.0, "count": 0.0}
+    for kind, value in _FLUSH_OBS.findall(text):
+        totals[kind] += float(value)
+    return totals["sum"], totals["count"]

@@ -60,6 +60,8 @@ def test_ingest_numbers_are_sane(quick_result: tuple[dict, Path, str]) -> None:
         assert level[name]["cpu_us_per_request"][name] > 0
     assert level["ratio_rps"] > 0
     assert level["humtemp"]["redis_cpu_us_per_obs"] > 0
+    assert level["humtemp"]["obs_per_flush"] >= 1, "flush sizes read from humtemp's /metrics"
+    assert level["bare"]["obs_per_flush"] is None
     assert "humtemp/bare" in stdout  # progress lines were printed
 
 
@@ -96,3 +98,17 @@ def test_targets_and_plot(quick_result: tuple[dict, Path, str]) -> None:
     png = Path(result["plot"])
     assert png.parent == out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_redis_cost_benchmark_runs() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.redis_cost", "--calls", "50", "--labs-per-call", "1,4"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert [line.split(" | ")[0] for line in table[1:]] == [
+        "| PING", "| EVALSHA 'return 1'", "| write.lua, 1 labs", "| write.lua, 4 labs"]
+    per_call = [float(line.split(" | ")[1].split()[0]) for line in table[1:]]
+    assert all(cost > 0 for cost in per_call), table
