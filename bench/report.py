@@ -73,7 +73,8 @@ def print_report(result: dict) -> None:
         for name in ("humtemp", "bare"):
             row = level[name]
             cpu = row["cpu_us_per_request"]
-            ratio = f"{level['ratio_rps']:.3f}x rps {level['ratio_p99']:.2f}x p99"
+            ratio = (f"{level['ratio_rps']:.3f}x rps (paired {level.get('ratio_rps_paired')}x) "
+                     f"{level['ratio_p99']:.2f}x p99")
             print(
                 f"{conns:>5} {name:<8} {row['rps']:>9,.0f} {row['p50_ms']:>7.2f} "
                 f"{row['p99_ms']:>7.2f} {row['non_2xx']:>6} "

@@ -59,6 +59,8 @@ def test_ingest_numbers_are_sane(quick_result: tuple[dict, Path, str]) -> None:
         _check_run(level[name])
         assert level[name]["cpu_us_per_request"][name] > 0
     assert level["ratio_rps"] > 0
+    assert level["ratio_rps_paired"] == pytest.approx(
+        sorted(level["ratio_rps_rounds"])[len(level["ratio_rps_rounds"]) // 2], abs=0.001)
     assert level["humtemp"]["redis_cpu_us_per_obs"] > 0
     assert level["humtemp"]["obs_per_flush"] >= 1, "flush sizes read from humtemp's /metrics"
     assert level["bare"]["obs_per_flush"] is None
