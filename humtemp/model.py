@@ -106,10 +106,11 @@ def validate(obs: Observation, buckets: Buckets, now: int) -> int:
 
 
 class Aggregate:
-    """Running (count, sum, min, max) of temp and humidity; merging is order-free.
+    """(count, sum, min, max) of temp and humidity as read back from the shards;
+    merging is order-free. (The write path merges into plain lists: shard.Batch.)
 
-    A plain slotted class (not a dataclass) because the write path creates and
-    updates millions of these: attribute access must stay cheap.
+    A plain slotted class (not a dataclass) because a summary creates one per lab
+    and shard, up to millions: construction and attribute access must stay cheap.
     """
 
     __slots__ = ("count", "hum_max", "hum_min", "hum_sum", "temp_max", "temp_min", "temp_sum")
@@ -131,23 +132,6 @@ class Aggregate:
         self.temp_max = temp_max
         self.hum_min = hum_min
         self.hum_max = hum_max
-
-    @classmethod
-    def of(cls, temp: float, humidity: float) -> Aggregate:
-        return cls(1, temp, humidity, temp, temp, humidity, humidity)
-
-    def add(self, temp: float, humidity: float) -> None:
-        self.count += 1
-        self.temp_sum += temp
-        self.hum_sum += humidity
-        if temp < self.temp_min:
-            self.temp_min = temp
-        if temp > self.temp_max:
-            self.temp_max = temp
-        if humidity < self.hum_min:
-            self.hum_min = humidity
-        if humidity > self.hum_max:
-            self.hum_max = humidity
 
     def merge(self, other: Aggregate) -> Aggregate:
         """A new aggregate of both; associative and commutative (sums up to rounding)."""

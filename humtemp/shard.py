@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 WRITE_SCRIPT = resources.files("humtemp").joinpath("lua/write.lua").read_text()
 _pack = msgspec.msgpack.Encoder().encode
-_unpack = msgspec.msgpack.Decoder().decode
 IDLE_CHECK_SECONDS = 1.0
 AGGREGATE = struct.Struct("<7d")
 """How write.lua stores an aggregate in the bucket's hash, one field per lab: n, temp sum,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -94,10 +95,7 @@ aggregates = st.builds(
 
 
 def _agg_of(values: list[tuple[float, float]]) -> Aggregate:
-    agg = Aggregate.of(*values[0])
-    for t, h in values[1:]:
-        agg.add(t, h)
-    return agg
+    return functools.reduce(Aggregate.merge, (Aggregate(1, t, h, t, t, h, h) for t, h in values))
 
 
 def _close(a: Aggregate, b: Aggregate) -> bool:
