@@ -94,15 +94,15 @@ class ShardSet:
     async def write_one(self, item: Item) -> None:
         """Store one observation; returns once Redis acknowledged it."""
         for _ in range(len(self.shards)):
-            direct = not self.ring.down  # every shard up: the owner, and no re-route to count
-            shard = self.shards[self.ring.owner(item[0])] if direct else self._target(item[0])
+            owner = self.owner_if_all_up(item[0])  # every shard up: no re-route to count
+            shard = owner if owner is not None else self._target(item[0])
             try:
                 await shard.submit_one(*item)
             except ShardUnavailable:
                 if not self.reroute:
                     raise
                 continue  # nothing was sent: the ring now skips that shard
-            if not direct:
+            if owner is None:
                 self._count_reroute(item[0], shard.name, 1)
             return
         raise ShardUnavailable(self.ring.owner(item[0]), "no live shard accepted the write")
