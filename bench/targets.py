@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -102,9 +104,6 @@ _FLUSH_OBS = re.compile(
 def flush_totals(service: Service) -> tuple[float, float] | None:
     """(observations, flushes) over every shard so far, from humtemp's /metrics; None for a
     server without them (the bare reference)."""
-    import urllib.error
-    import urllib.request
-
     try:
         with urllib.request.urlopen(service.url + "/metrics", timeout=5) as resp:
             text = resp.read().decode()
