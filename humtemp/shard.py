@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import struct
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -32,7 +31,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from humtemp import metrics
+from humtemp import layout, metrics
 from humtemp.config import Settings, ShardSpec
 from humtemp.tally import Tallies
 
@@ -41,9 +40,6 @@ log = logging.getLogger(__name__)
 WRITE_SCRIPT = resources.files("humtemp").joinpath("lua/write.lua").read_text()
 _pack = msgspec.msgpack.Encoder().encode
 IDLE_CHECK_SECONDS = 1.0
-AGGREGATE = struct.Struct("<7d")
-"""How write.lua stores an aggregate in the bucket's hash, one field per lab: n, temp sum,
-humidity sum, temp min/max, humidity min/max."""
 
 
 class ShardError(Exception):
@@ -428,10 +424,10 @@ class Shard:
 
     def bucket_key(self, bucket: int) -> bytes:
         """The hash holding every lab's aggregate of one bucket on this shard."""
-        return b"%sb:%d" % (self._prefix, bucket)
+        return layout.bucket_key(self._prefix, bucket)
 
     async def read_bucket(self, bucket: int) -> dict[bytes, bytes]:
-        """Every lab's packed aggregate (:data:`AGGREGATE`) in a bucket, by lab id."""
+        """Every lab's packed aggregate (:data:`layout.AGGREGATE`) in a bucket, by lab id."""
         return await self.reader.hgetall(self.bucket_key(bucket))  # type: ignore[no-any-return]
 
     async def read_lab(self, bucket: int, lab_id: str) -> bytes | None:

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from humtemp import metrics
+from humtemp import layout, metrics
 from humtemp.config import Settings, ShardSpec
 from humtemp.model import Aggregate, Buckets
 from humtemp.ring import ShardRing
-from humtemp.shard import AGGREGATE, Shard, ShardUnavailable
+from humtemp.shard import Shard, ShardUnavailable
 from humtemp.tally import Tallies
 
 log = logging.getLogger(__name__)
@@ -169,10 +169,8 @@ class ShardSet:
             if isinstance(reply, BaseException):
                 self._read_failed(name, reply, result)
                 continue
-            # All values unpacked in one C call over their concatenation.
-            values = AGGREGATE.iter_unpack(b"".join(reply.values()))
-            for raw_lab, (n, st, sh, tmin, tmax, hmin, hmax) in zip(reply, values, strict=True):
-                agg = Aggregate(int(n), st, sh, tmin, tmax, hmin, hmax)
+            aggregates = layout.unpack_many(reply.values())
+            for raw_lab, agg in zip(reply, aggregates, strict=True):
                 lab = raw_lab.decode()
                 have = labs.get(lab)
                 labs[lab] = agg if have is None else have.merge(agg)
@@ -194,8 +192,7 @@ class ShardSet:
                 self._read_failed(name, reply, probe)
                 continue
             if reply is not None:
-                n, *rest = AGGREGATE.unpack(reply)
-                agg = Aggregate(int(n), *rest)
+                agg = layout.unpack(reply)
                 total = agg if total is None else total.merge(agg)
         return total, probe.missing
 

@@ -5,6 +5,7 @@
 -- One call per flush: Redis runs it atomically, so a flush is applied whole or not
 -- at all, and the client packs a single argument instead of thousands.
 --
+-- Key names as in humtemp/layout.py (the one owner of the layout).
 -- Storage: one hash per bucket, <prefix>b:<bucket>; field = lab id, value = 7
 -- little-endian doubles (n, st, sh, tmin, tmax, hmin, hmax). A flush reads every lab
 -- it touches with ONE HMGET and writes them back with ONE HSET (per 1000 labs), so
@@ -19,9 +20,10 @@ local pack, unpack_agg = struct.pack, struct.unpack
 local AGG = '<ddddddd'
 local CHUNK = 1000 -- labs per HMGET/HSET: unpack() has a stack limit of ~8000 values
 
--- Merges rows [lab, n, st, sh, tmin, tmax, hmin, hmax, ...] into hash `key`;
--- returns the number of observations they carry.
-local function merge(key, expire_at, rows)
+-- Merges rows [lab, n, st, sh, tmin, tmax, hmin, hmax, ...] into hash `key`, and
+-- adds the labs it creates to the bucket's lab index `index` (a sorted set read in
+-- lab-id order by the summaries); returns the number of observations the rows carry.
+local function merge(key, index, expire_at, rows)
   local labs_total = #rows / 8
   local stored, created = 0, false
   for first = 0, labs_total - 1, CHUNK do
@@ -31,7 +33,7 @@ local function merge(key, expire_at, rows)
       labs[c] = rows[(first + c - 1) * 8 + 1]
     end
     local current = call('HMGET', key, unpack(labs, 1, count))
-    local args = {}
+    local args, new_labs = {}, {}
     for c = 1, count do
       local i = (first + c - 1) * 8 + 1
       local n, st, sh = rows[i + 1], rows[i + 2], rows[i + 3]
@@ -47,15 +49,21 @@ local function merge(key, expire_at, rows)
         if hmax0 > hmax then hmax = hmax0 end
       else
         created = true
+        new_labs[#new_labs + 1] = 0
+        new_labs[#new_labs + 1] = labs[c]
       end
       args[2 * c - 1] = labs[c]
       args[2 * c] = pack(AGG, n, st, sh, tmin, tmax, hmin, hmax)
     end
     call('HSET', key, unpack(args, 1, 2 * count))
+    if #new_labs > 0 then
+      call('ZADD', index, unpack(new_labs))
+    end
   end
   if created then
     -- Same deadline for every write to this bucket: setting it again is harmless.
     call('EXPIREAT', key, expire_at)
+    call('EXPIREAT', index, expire_at)
   end
   return stored
 end
@@ -99,7 +107,7 @@ for g = 1, #groups do
     rows = first_seen(bucket, expire_at, rows)
   end
   if #rows > 0 then
-    stored = stored + merge(prefix .. 'b:' .. bucket, expire_at, rows)
+    stored = stored + merge(prefix .. 'b:' .. bucket, prefix .. 'i:' .. bucket, expire_at, rows)
   end
 end
 return stored

@@ -10,7 +10,9 @@ import time
 import msgspec
 import pytest
 
-from humtemp.shard import AGGREGATE, WRITE_SCRIPT
+from humtemp import layout
+from humtemp.layout import AGGREGATE
+from humtemp.shard import WRITE_SCRIPT
 from tests.support.redis_server import RedisServer
 
 pack = msgspec.msgpack.encode
@@ -39,8 +41,9 @@ def test_write_merges_into_existing_aggregates_with_expiry(r) -> None:  # type: 
     assert write(r, [("100", expire, ["a", 1, 0.5, 10.0, 0.5, 0.5, 10.0, 10.0,
                                       "b", 1, 7.0, 7.0, 7.0, 7.0, 7.0, 7.0])]) == 2
     assert AGGREGATE.unpack(r.hget("p:b:100", "a")) == (3, 3.5, 60.0, 0.5, 2.0, 10.0, 30.0)
-    assert r.keys("*") == [b"p:b:100"], "one hash per bucket, nothing else"
+    assert sorted(r.keys("*")) == [b"p:b:100", b"p:i:100"], "a hash and an index per bucket"
     assert abs(time.time() + r.ttl("p:b:100") - expire) < 5
+    assert abs(time.time() + r.ttl("p:i:100") - expire) < 5
     rows = read(r, 100)
     assert [rows[i] for i in range(0, len(rows), 8)] == ["a", "b"]
     assert read(r, 999) == []
@@ -56,6 +59,7 @@ def test_many_labs_in_one_flush_cross_the_chunk_size(r) -> None:  # type: ignore
     rows[1::8] = [2] * 9001  # every lab again, now with n=2
     assert write(r, [("7", expire, rows)]) == 18002
     assert r.hlen("p:b:7") == 9001
+    assert r.zcard("p:i:7") == 9001, "every lab indexed once, however often it is merged"
     assert AGGREGATE.unpack(r.hget("p:b:7", "lab9000"))[:3] == (3, 2.0, 4.0)
     assert AGGREGATE.unpack(r.hget("p:b:7", "lab0"))[:3] == (3, 2.0, 4.0)
 
@@ -89,3 +93,14 @@ def test_dedup_mode_drops_repeated_timestamps(r) -> None:  # type: ignore[no-unt
     assert abs(time.time() + r.ttl("p:seen:5:a") - expire) < 5
     assert write(r, [("5", expire, ["a", [10, 7.0, 7.0, 12, 7.0, 7.0]])], mode="dedup") == 0
     assert read(r, 5)[:4] == ["a", 3, 9.0, 12.0], "a flush of repeats changes nothing"
+
+
+def test_index_lists_the_labs_of_a_bucket_in_lab_id_order(r) -> None:  # type: ignore[no-untyped-def]
+    """The sorted set the summaries page through: keys from humtemp.layout, lab-id order."""
+    expire = 4102444800
+    row = [1, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    write(r, [("3", expire, ["lab10", *row, "Lab2", *row])])
+    write(r, [("3", expire, ["lab10", *row, "a/b", *row])])
+    assert r.zrangebylex(layout.index_key(b"p:", 3), "-", "+") == [b"Lab2", b"a/b", b"lab10"]
+    assert r.hlen(layout.bucket_key(b"p:", 3)) == 3
+    assert set(r.zscore(layout.index_key(b"p:", 3), lab) for lab in ("Lab2", "a/b")) == {0.0}

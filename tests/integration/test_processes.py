@@ -9,7 +9,7 @@ from pathlib import Path
 
 import requests
 
-from humtemp.shard import AGGREGATE
+from humtemp.layout import AGGREGATE
 from tests.conftest import now, obs
 from tests.support.http import HumtempProcess
 from tests.support.redis_server import RedisServer
