@@ -24,10 +24,11 @@ from humtemp.decoding import (
     is_json_type,
 )
 from humtemp.errors import JSON_HEADERS, SAFE_HEADERS, ApiError, json_response
+from humtemp.idempotency import HEADER as IDEMPOTENCY_HEADER
+from humtemp.idempotency import IdempotencyKey, fingerprint, parse
 from humtemp.instrument import UNMATCHED, Handler, instrumented, unmatched
 from humtemp.model import LAB_ID_PATTERN, Aggregate, Buckets
-from humtemp.shard import ShardOutcomeUnknown, ShardOverloaded, ShardUnavailable
-from humtemp.store import ShardSet
+from humtemp.store import KeyReused, ShardSet, StoreError, WriteFailed
 from humtemp.tally import CounterTally, HistogramTally, Tallies
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -44,16 +45,35 @@ PLAIN_JSON = frozenset({"application/json", "application/json; charset=utf-8",
 MAX_OFFSET = 1_000_000
 
 
-def _shard_error(exc: Exception) -> ApiError:
-    if isinstance(exc, ShardOverloaded):
-        return ApiError(503, "overloaded", "write queue full, retry shortly", reason="overloaded",
-                        headers={"Retry-After": "1"})
-    if isinstance(exc, ShardOutcomeUnknown):
-        detail = "storage did not confirm the write in time; it may or may not be stored"
-    else:
-        detail = "storage shard unavailable"
-    return ApiError(503, "shard_unavailable", detail, reason="shard_unavailable",
-                    headers={"Retry-After": "1"})
+def _store_error(exc: StoreError | WriteFailed | KeyReused, batch: bool) -> ApiError:
+    """The answer to a write the shards did not wholly store. It says what is known:
+    a certain refusal has its own code, only a true timeout "may or may not be stored",
+    and a batch says how many observations were stored, not stored, and unknown."""
+    if isinstance(exc, KeyReused):
+        return ApiError(422, "idempotency_key_reused",
+                        f"{IDEMPOTENCY_HEADER} {exc} was used before with another request "
+                        "body; nothing was stored", IDEMPOTENCY_HEADER,
+                        reason="idempotency_key_reused")
+    counts = None
+    if isinstance(exc, WriteFailed):
+        counts = {"stored": exc.stored, "not_stored": exc.not_stored, "unknown": exc.unknown}
+        exc = exc.cause
+    error = ApiError(503, exc.code, exc.detail, reason=exc.code, headers={"Retry-After": "1"})
+    if batch:
+        error.extra = counts or {"stored": 0, "not_stored": 0, "unknown": 0}
+    return error
+
+
+def _idempotency(request: web.Request, body: bytes) -> IdempotencyKey | None:
+    raw = request.headers.get(IDEMPOTENCY_HEADER)
+    if raw is None:
+        return None
+    try:
+        key = parse(raw)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_idempotency_key", str(exc), IDEMPOTENCY_HEADER,
+                       reason="malformed") from None
+    return IdempotencyKey(key, fingerprint(request.path, body))
 
 
 def _require_token(request: web.Request, tokens: tuple[str, ...]) -> None:
@@ -109,21 +129,13 @@ async def post_observation(request: web.Request) -> web.Response:
         raise _unsupported(request.content_type, "application/json")
     body = await _read_body(request, settings)
     buckets = app[BUCKETS]
+    key = _idempotency(request, body)
     obs, ts = decode_one(body, buckets, int(time.time()))
-    shards = app[SHARDS]
-    item = (obs.lab_id, buckets.start(ts), ts, obs.temp, obs.humidity)
     try:
-        # Hot path: straight onto the owner's batch future, no coroutine of our own.
-        owner = shards.owner_if_all_up(obs.lab_id)
-        if owner is None:
-            await shards.write_one(item)
-        else:
-            try:
-                await owner.submit_one(*item)
-            except ShardUnavailable:
-                await shards.write_one(item)  # nothing was sent: the re-routing path
-    except (ShardUnavailable, ShardOutcomeUnknown, ShardOverloaded) as exc:
-        raise _shard_error(exc) from None
+        await app[SHARDS].write([(obs.lab_id, buckets.start(ts), ts, obs.temp, obs.humidity)],
+                                key)
+    except (StoreError, WriteFailed, KeyReused) as exc:
+        raise _store_error(exc, batch=False) from None
     app[ACCEPTED].inc()
     return web.Response(body=_NULL, headers=JSON_HEADERS)
 
@@ -144,6 +156,7 @@ async def post_observations(request: web.Request) -> web.Response:
         valid = decode_json_batch(body, buckets, now, settings.max_batch_items)
     else:
         raise _unsupported(request.content_type, "application/json or application/x-ndjson")
+    key = _idempotency(request, body)
     if not valid:
         raise ApiError(422, "invalid_observation", "batch is empty", None, reason="invalid")
     labs = {obs.lab_id for obs, _ in valid}
@@ -153,9 +166,9 @@ async def post_observations(request: web.Request) -> web.Response:
                        reason="too_large")
     items = [(o.lab_id, buckets.start(ts), ts, o.temp, o.humidity) for o, ts in valid]
     try:
-        await app[SHARDS].write_many(items)
-    except (ShardUnavailable, ShardOutcomeUnknown, ShardOverloaded) as exc:
-        raise _shard_error(exc) from None
+        await app[SHARDS].write(items, key)
+    except (StoreError, WriteFailed, KeyReused) as exc:
+        raise _store_error(exc, batch=True) from None
     app[ACCEPTED].inc(len(items))
     app[BATCH_SIZES].observe(len(items))
     return json_response({"accepted": len(items)})
@@ -253,7 +266,7 @@ async def readyz(request: web.Request) -> web.Response:
     """Readiness: enough live shards, and not draining for shutdown."""
     app = request.app
     shards = app[SHARDS]
-    states = {name: ("up" if s.up else "down") for name, s in shards.shards.items()}
+    states = shards.states()
     live = sum(1 for s in states.values() if s == "up")
     draining = app[STATE].get("draining", False)
     ready = live >= app[SETTINGS].min_live_shards and not draining and live > 0

@@ -219,6 +219,9 @@ OPTIONS: tuple[Option, ...] = (
            _parse_float, "0.5", "SECONDS"),
     Option("exactly_once", "drop repeated (lab_id, timestamp) pairs within a bucket",
            _bool, "false", "BOOL"),
+    Option("idempotency_ttl",
+           "seconds a shard remembers an Idempotency-Key (a retry after that counts again)",
+           lambda s, r: _parse_int(s, r, 1), "600", "SECONDS"),
     Option("ingest_tokens", "comma-separated bearer tokens required for writes (empty: open)",
            _tokens, "", "TOKENS"),
     Option("read_tokens", "comma-separated bearer tokens required for reads (empty: open)",
@@ -259,6 +262,7 @@ class Settings:
     min_live_shards: int = 1
     probe_interval: float = 0.5
     exactly_once: bool = False
+    idempotency_ttl: int = 600
     ingest_tokens: tuple[str, ...] = ()
     read_tokens: tuple[str, ...] = ()
     shutdown_timeout: float = 25.0

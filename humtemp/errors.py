@@ -39,11 +39,13 @@ class ApiError(Exception):
         self.index = index
         self.reason = reason
         self.headers = headers or {}
+        self.extra: dict[str, Any] = {}
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.error, "field": self.field, "detail": self.detail}
         if self.index is not None:
             body["index"] = self.index
+        body.update(self.extra)
         return body
 
     def response(self) -> web.Response:

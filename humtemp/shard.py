@@ -1,21 +1,26 @@
 """One Redis shard: its group-commit writer, its reads, and its circuit breaker.
 
-Write path: ``submit`` merges observations into the open batch and returns the
-batch's future. One flusher task per shard owns one connection and sends each
-batch as ONE ``EVALSHA`` call; everything that arrived while a flush was in
-flight forms the next batch. A request is answered only when its batch's future
-resolved, i.e. after Redis replied: acknowledged means stored.
+Write path: ``submit_one``/``submit`` merge observations into the open batch and
+return the batch's future; ``submit_keyed`` adds a keyed part with a future of its
+own. One flusher task per shard owns one connection and sends each batch as ONE
+``EVALSHA`` call; everything that arrived while a flush was in flight forms the next
+batch (a batch that reaches :data:`MAX_LABS_PER_CALL` labs is closed early). A request
+is answered only when its future resolved, i.e. after Redis replied: acknowledged
+means stored.
 
-Failure handling: an error while *connecting* means nothing was sent, so the
-batch may safely go to another shard (:class:`ShardUnavailable`). An error or
-timeout after sending leaves the outcome unknown (:class:`ShardOutcomeUnknown`):
-the write may still be applied, so it must not be re-routed (it would count
-twice); the client gets a 503 and, with exactly-once on, may retry safely.
+Failure handling (:mod:`humtemp.outcomes`): an error while *connecting* means nothing
+was sent, so the batch's unkeyed observations are handed to ``on_undelivered`` (the
+shard set re-routes them, see :mod:`humtemp.store`). An error reply is a certain
+refusal (:class:`ShardRefused`). A timeout or broken connection after sending leaves
+the outcome unknown (:class:`ShardOutcomeUnknown`): the write may still be applied, so
+it is never re-routed (it would count twice); the client gets a 503 and may retry
+safely with its ``Idempotency-Key``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -33,6 +38,13 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from humtemp import layout, metrics
 from humtemp.config import Settings, ShardSpec
+from humtemp.outcomes import (
+    ShardOutcomeUnknown,
+    ShardOverloaded,
+    ShardUnavailable,
+    StoreError,
+    refusal,
+)
 from humtemp.tally import Tallies
 
 log = logging.getLogger(__name__)
@@ -42,31 +54,17 @@ _pack = msgspec.msgpack.Encoder().encode
 IDLE_CHECK_SECONDS = 1.0
 
 
-class ShardError(Exception):
-    """Base of the errors a shard write can end in."""
-
-    def __init__(self, shard: str, detail: str) -> None:
-        super().__init__(f"shard {shard}: {detail}")
-        self.shard = shard
-
-
-class ShardUnavailable(ShardError):
-    """The shard certainly did not receive the write (down, or connect failed)."""
-
-
-class ShardOutcomeUnknown(ShardError):
-    """The write was sent but not confirmed: it may or may not be applied."""
-
-
-class ShardOverloaded(ShardError):
-    """Too many observations queued for this shard: back-pressure, retry later."""
-
-
 def _script_sha(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()
 
 
 WRITE_SHA = _script_sha(WRITE_SCRIPT)
+MAX_LABS_PER_CALL = 2000
+"""Labs one script call merges at most: a full batch is closed and the next one opened.
+At ~2 µs of Redis CPU per merged lab (docs/benchmarks.md) that keeps a call well under
+the 20 ms that would hold up every other client of the shard."""
+STORED, STORED_BEFORE, KEY_CONFLICT = 1, 0, -1
+"""What write.lua answers for each keyed part."""
 
 
 def _peer_closed(conn: AbstractConnection) -> bool:
@@ -75,14 +73,14 @@ def _peer_closed(conn: AbstractConnection) -> bool:
     return reader is not None and reader.at_eof()
 
 
-class Batch:
-    """Observations collected for one flush, merged per (bucket, lab) as they arrive."""
+class Groups:
+    """Observations merged per (bucket, lab) as they arrive, in write.lua's row order."""
 
-    __slots__ = ("future", "groups", "observations")
+    __slots__ = ("groups", "labs", "observations")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.future: asyncio.Future[None] = loop.create_future()
+    def __init__(self) -> None:
         self.groups: dict[int, dict[str, Any]] = {}
+        self.labs = 0
         self.observations = 0
 
     def add(self, lab_id: str, bucket: int, temp: float, humidity: float) -> None:
@@ -94,6 +92,7 @@ class Batch:
         agg = labs.get(lab_id)
         if agg is None:
             labs[lab_id] = [1, temp, humidity, temp, temp, humidity, humidity]
+            self.labs += 1
         else:
             agg[0] += 1
             agg[1] += temp
@@ -111,10 +110,30 @@ class Batch:
     def add_raw(self, lab_id: str, bucket: int, ts: int, temp: float, humidity: float) -> None:
         """Exactly-once mode keeps each reading: Redis drops repeated timestamps."""
         labs = self.groups.setdefault(bucket, {})
-        labs.setdefault(lab_id, []).extend((ts, temp, humidity))
+        if lab_id not in labs:
+            labs[lab_id] = []
+            self.labs += 1
+        labs[lab_id].extend((ts, temp, humidity))
         self.observations += 1
 
-    def payload(self, expire_at: Callable[[int], int], dedup: bool) -> bytes:
+    def add_merged(self, lab_id: str, bucket: int, agg: list[Any]) -> None:
+        """Merge an aggregate built elsewhere (a re-routed flush) into this one."""
+        labs = self.groups.setdefault(bucket, {})
+        have = labs.get(lab_id)
+        if have is None:
+            labs[lab_id] = list(agg)
+            self.labs += 1
+        else:
+            have[0] += agg[0]
+            have[1] += agg[1]
+            have[2] += agg[2]
+            have[3] = min(have[3], agg[3])
+            have[4] = max(have[4], agg[4])
+            have[5] = min(have[5], agg[5])
+            have[6] = max(have[6], agg[6])
+        self.observations += int(agg[0])
+
+    def rows(self, expire_at: Callable[[int], int], dedup: bool) -> list[Any]:
         groups = []
         for bucket, labs in self.groups.items():
             rows: list[Any] = []
@@ -127,11 +146,67 @@ class Batch:
                     rows.append(lab_id)
                     rows.extend(agg)
             groups.append((str(bucket), expire_at(bucket), rows))
-        return _pack(groups)
+        return groups
+
+
+class KeyedPart(Groups):
+    """One shard's part of a write sent with an Idempotency-Key: stored only if the
+    shard has no record under ``record`` yet, in the same script call as the record."""
+
+    __slots__ = ("fingerprint", "future", "record")
+
+    def __init__(self, record: str, fingerprint: str, future: asyncio.Future[int]) -> None:
+        super().__init__()
+        self.record = record
+        self.fingerprint = fingerprint
+        self.future = future
+
+
+class Batch(Groups):
+    """Everything one flush sends: the merged unkeyed observations (their waiters share
+    ``future``) and the keyed parts (each with its own future)."""
+
+    __slots__ = ("future", "keyed", "keyed_labs")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.keyed: list[KeyedPart] = []
+        self.keyed_labs = 0
 
     @property
-    def keys(self) -> int:
-        return sum(len(labs) for labs in self.groups.values())
+    def size(self) -> int:
+        """Observations carried, keyed parts included."""
+        return self.observations + sum(p.observations for p in self.keyed)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to send (a keyed part without observations still claims its key)."""
+        return not self.observations and not self.keyed
+
+    def payload(self, expire_at: Callable[[int], int], dedup: bool, ttl: int) -> bytes:
+        keyed = [(p.record, p.fingerprint, ttl, p.rows(expire_at, dedup)) for p in self.keyed]
+        return _pack((self.rows(expire_at, dedup), keyed))
+
+    def settle(self, reply: list[int] | None, error: StoreError | None, unkeyed: bool = True
+               ) -> None:
+        """Resolve every waiter with the script's reply, or with ``error``; the unkeyed
+        waiters only if ``unkeyed`` (else their observations were handed elsewhere)."""
+        if error is None:
+            assert reply is not None
+            if not self.future.done():
+                self.future.set_result(None)
+            for part, status in zip(self.keyed, reply[1:], strict=True):
+                if not part.future.done():
+                    part.future.set_result(status)
+            return
+        futures = [p.future for p in self.keyed]
+        if unkeyed:
+            futures.append(self.future)
+        for future in futures:
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # retrieved: waiters that went away are not "lost"
 
 
 class Shard:
@@ -144,12 +219,15 @@ class Shard:
         expire_at: Callable[[int], int],
         on_state_change: Callable[[Shard], None],
         tallies: Tallies,
+        on_undelivered: Callable[[Shard, Batch, StoreError], bool] | None = None,
     ) -> None:
         self.name = spec.name
         self.spec = spec
         self.settings = settings
         self._expire_at = expire_at
         self._on_state_change = on_state_change
+        self._on_undelivered = on_undelivered
+        self._key_ttl = settings.idempotency_ttl
         self._dedup = settings.exactly_once
         self._linger = settings.flush_linger
         self._mode = b"dedup" if self._dedup else b"agg"
@@ -175,6 +253,7 @@ class Shard:
         self.up = True
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batch: Batch | None = None
+        self._full: collections.deque[Batch] = collections.deque()
         self._inflight = 0
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -222,8 +301,8 @@ class Shard:
 
     @property
     def pending(self) -> int:
-        queued = self._batch.observations if self._batch else 0
-        return queued + self._inflight
+        queued = self._batch.size if self._batch else 0
+        return queued + sum(b.size for b in self._full) + self._inflight
 
     def admit(self, count: int) -> None:
         """Raise unless ``count`` more observations may be queued here right now."""
@@ -233,33 +312,87 @@ class Shard:
             metrics.SHARD_ERRORS.labels(shard=self.name, kind="overloaded").inc()
             raise ShardOverloaded(self.name, "write queue full")
 
-    def submit(self, items: list[tuple[str, int, int, float, float]]) -> asyncio.Future[None]:
-        """Queue (lab_id, bucket, ts, temp, humidity) items; the future resolves when stored."""
-        self.admit(len(items))
+    def _open_batch(self, labs: int) -> Batch:
+        """The batch to add ``labs`` more labs to: the open one, unless that would take
+        a script call past :data:`MAX_LABS_PER_CALL` labs (then it is closed)."""
         batch = self._batch
         assert batch is not None, "shard not started"
-        if self._dedup:
-            for lab_id, bucket, ts, temp, hum in items:
-                batch.add_raw(lab_id, bucket, ts, temp, hum)
-        else:
-            for lab_id, bucket, _ts, temp, hum in items:
-                batch.add(lab_id, bucket, temp, hum)
-        self._wakeup.set()
-        return batch.future
+        if batch.labs + batch.keyed_labs + labs > MAX_LABS_PER_CALL and not batch.empty:
+            assert self._loop is not None
+            self._full.append(batch)
+            batch = self._batch = Batch(self._loop)
+        return batch
 
     def submit_one(
         self, lab_id: str, bucket: int, ts: int, temp: float, humidity: float
     ) -> asyncio.Future[None]:
-        """The single-observation fast path of :meth:`submit` (no list, no loop)."""
+        """Queue one observation; the future resolves when it is stored."""
         self.admit(1)
         batch = self._batch
         assert batch is not None, "shard not started"
+        if batch.labs >= MAX_LABS_PER_CALL:
+            batch = self._open_batch(1)
         if self._dedup:
             batch.add_raw(lab_id, bucket, ts, temp, humidity)
         else:
             batch.add(lab_id, bucket, temp, humidity)
         self._wakeup.set()
         return batch.future
+
+    def submit(self, items: list[tuple[str, int, int, float, float]]) -> asyncio.Future[None]:
+        """Queue (lab_id, bucket, ts, temp, humidity) items; the future resolves when stored.
+        The caller keeps ``items`` within :data:`MAX_LABS_PER_CALL` labs."""
+        self.admit(len(items))
+        batch = self._open_batch(len(items))
+        add = batch.add_raw if self._dedup else None
+        if add is not None:
+            for item in items:
+                add(*item)
+        else:
+            for lab_id, bucket, _ts, temp, hum in items:
+                batch.add(lab_id, bucket, temp, hum)
+        self._wakeup.set()
+        return batch.future
+
+    def submit_merged(self, groups: dict[int, dict[str, Any]]) -> asyncio.Future[None]:
+        """Queue aggregates another shard could not deliver (nothing of them was sent)."""
+        count = sum(int(agg[0]) for labs in groups.values() for agg in labs.values())
+        self.admit(count)
+        batch = self._open_batch(sum(len(labs) for labs in groups.values()))
+        for bucket, labs in groups.items():
+            for lab_id, agg in labs.items():
+                batch.add_merged(lab_id, bucket, agg)
+        self._wakeup.set()
+        return batch.future
+
+    def submit_keyed(
+        self, record: str, fingerprint: str, items: list[tuple[str, int, int, float, float]]
+    ) -> asyncio.Future[int]:
+        """Queue a keyed part (possibly empty: a claim of the key alone). The future
+        resolves to :data:`STORED`, :data:`STORED_BEFORE` or :data:`KEY_CONFLICT`."""
+        self.admit(len(items))
+        assert self._loop is not None, "shard not started"
+        part = KeyedPart(record, fingerprint, self._loop.create_future())
+        for lab_id, bucket, ts, temp, hum in items:
+            if self._dedup:
+                part.add_raw(lab_id, bucket, ts, temp, hum)
+            else:
+                part.add(lab_id, bucket, temp, hum)
+        batch = self._open_batch(part.labs)
+        batch.keyed.append(part)
+        batch.keyed_labs += part.labs
+        self._wakeup.set()
+        return part.future
+
+    def _next_batch(self) -> Batch | None:
+        if self._full:
+            return self._full.popleft()
+        batch = self._batch
+        assert batch is not None and self._loop is not None
+        if batch.empty:
+            return None
+        self._batch = Batch(self._loop)
+        return batch
 
     async def _flush_forever(self) -> None:
         assert self._loop is not None
@@ -270,71 +403,73 @@ class Shard:
             # yields one loop iteration.
             await asyncio.sleep(self._linger)
             self._wakeup.clear()
-            batch = self._batch
-            assert batch is not None
-            if batch.observations:
-                self._batch = Batch(self._loop)
-                self._inflight = batch.observations
+            batch = self._next_batch()
+            if batch is not None:
+                self._inflight = batch.size
                 await self._flush(batch)
                 self._inflight = 0
-                if self._batch.observations:
+                if self._full or not self._batch.empty:  # type: ignore[union-attr]
                     self._wakeup.set()
             elif self._closing:
                 return
 
     async def _flush(self, batch: Batch) -> None:
         started = time.perf_counter()
-        error: ShardError | None = None
+        error: StoreError | None = None
+        reply: list[int] | None = None
         try:
             if not self.up:
                 raise ShardUnavailable(self.name, "marked down")
-            payload = batch.payload(self._expire_at, self._dedup)
+            payload = batch.payload(self._expire_at, self._dedup, self._key_ttl)
             try:
                 conn = await self._connection()
             except (RedisError, OSError, TimeoutError) as exc:
                 metrics.SHARD_ERRORS.labels(shard=self.name, kind="connect").inc()
                 self._mark_down(f"connect failed: {exc}")
                 raise ShardUnavailable(self.name, "connection failed") from exc
-            await self._evalsha(conn, payload)
-        except ShardError as exc:
+            reply = await self._evalsha(conn, payload)
+        except StoreError as exc:
             error = exc
+        except ResponseError as exc:
+            # An error reply: the script stored nothing (write.lua reads before it writes).
+            error = refusal(self.name, str(exc))
+            metrics.SHARD_ERRORS.labels(shard=self.name, kind=error.kind).inc()
+            log.warning("shard %s: write refused (%s)", self.name, exc)
         except (TimeoutError, RedisError, OSError) as exc:
-            kind = "response" if isinstance(exc, ResponseError) else (
-                "timeout" if isinstance(exc, TimeoutError) else "connection")
+            kind = "timeout" if isinstance(exc, TimeoutError) else "connection"
             metrics.SHARD_ERRORS.labels(shard=self.name, kind=kind).inc()
             log.warning("shard %s: write outcome unknown (%s: %s)", self.name, kind, exc)
             await self._drop_connection()
-            if not isinstance(exc, ResponseError):
-                self._mark_down(f"{kind} during write")
-            error = ShardOutcomeUnknown(self.name, f"{kind} after sending")
+            self._mark_down(f"{kind} during write")
+            error = ShardOutcomeUnknown(
+                self.name, "storage did not confirm the write in time; "
+                "it may or may not be stored")
         except Exception as exc:  # never leave waiters hanging
             log.exception("shard %s: unexpected flush failure", self.name)
             await self._drop_connection()
             error = ShardOutcomeUnknown(self.name, f"internal error: {type(exc).__name__}")
-        if not batch.future.done():
-            if error is None:
-                batch.future.set_result(None)
-            else:
-                batch.future.set_exception(error)
-                # Waiters that handled the error have retrieved it; don't log it as lost.
-                batch.future.exception()
+        rerouted = (isinstance(error, ShardUnavailable) and batch.observations > 0
+                    and self._on_undelivered is not None
+                    and self._on_undelivered(self, batch, error))
+        batch.settle(reply, error, unkeyed=not rerouted)
         self._flush_time.observe(time.perf_counter() - started)
-        self._flush_keys.observe(batch.keys)
-        self._flush_obs.observe(batch.observations)
+        self._flush_keys.observe(batch.labs + batch.keyed_labs)
+        self._flush_obs.observe(batch.size)
 
-    async def _evalsha(self, conn: AbstractConnection, payload: bytes) -> None:
+    async def _evalsha(self, conn: AbstractConnection, payload: bytes) -> list[int]:
         command = self._write_command(payload)
         async with asyncio.timeout(self.settings.redis_timeout):
             await conn.send_packed_command(command, check_health=False)
             try:
-                await conn.read_response()
+                reply = await conn.read_response()
             except NoScriptError:
                 # NOSCRIPT: nothing ran, so loading the script and retrying is safe.
                 await conn.send_command("SCRIPT", "LOAD", WRITE_SCRIPT)
                 await conn.read_response()
                 await conn.send_packed_command(command, check_health=False)
-                await conn.read_response()
+                reply = await conn.read_response()
         self._last_used = time.monotonic()
+        return reply  # type: ignore[no-any-return]
 
     def _write_command(self, payload: bytes) -> list[bytes]:
         """EVALSHA in RESP, built from parts fixed at startup: only the payload varies,

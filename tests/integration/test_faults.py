@@ -163,7 +163,7 @@ async def test_stalled_shard_answers_503_within_timeout_and_does_not_reroute(
     assert resp.status == 503
     assert time.monotonic() - started < 1.5
     body = await resp.json()
-    assert body["error"] == "shard_unavailable" and "may or may not" in body["detail"]
+    assert body["error"] == "outcome_unknown" and "may or may not" in body["detail"]
     others = [s for s in clean_shards if s is not victim]
     assert all(lab not in stored_labs(s) for s in others), "not re-routed"
     await asyncio.to_thread(stalled.join)

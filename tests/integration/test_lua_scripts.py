@@ -23,8 +23,14 @@ def r(clean_shards: list[RedisServer]):  # type: ignore[no-untyped-def]
     return clean_shards[0].client()
 
 
+def call(r, groups, keyed=(), mode="agg", prefix="p:"):  # type: ignore[no-untyped-def]
+    """The script's whole reply: [observations stored, status of each keyed part...]."""
+    return r.eval(WRITE_SCRIPT, 0, prefix, pack([groups, list(keyed)]), mode)
+
+
 def write(r, groups, mode="agg", prefix="p:"):  # type: ignore[no-untyped-def]
-    return r.eval(WRITE_SCRIPT, 0, prefix, pack(groups), mode)
+    """Observations stored by an unkeyed flush."""
+    return call(r, groups, mode=mode, prefix=prefix)[0]
 
 
 def read(r, bucket, prefix="p:"):  # type: ignore[no-untyped-def]
@@ -104,3 +110,53 @@ def test_index_lists_the_labs_of_a_bucket_in_lab_id_order(r) -> None:  # type: i
     assert r.zrangebylex(layout.index_key(b"p:", 3), "-", "+") == [b"Lab2", b"a/b", b"lab10"]
     assert r.hlen(layout.bucket_key(b"p:", 3)) == 3
     assert set(r.zscore(layout.index_key(b"p:", 3), lab) for lab in ("Lab2", "a/b")) == {0.0}
+
+
+ROW = [1, 1.0, 2.0, 1.0, 1.0, 2.0, 2.0]
+
+
+def test_keyed_part_is_stored_once_with_its_record(r) -> None:  # type: ignore[no-untyped-def]
+    """The record is written in the same call as the part: a second part under the same
+    record is skipped (0), another fingerprint is refused (-1), and neither is merged."""
+    expire = 4102444800
+    part = ("key1", "fp-1", 60, [("9", expire, ["a", *ROW])])
+    assert call(r, [], [part]) == [1, 1]
+    assert call(r, [], [part]) == [0, 0]
+    assert call(r, [], [("key1", "fp-2", 60, [("9", expire, ["b", *ROW])])]) == [0, -1]
+    assert read(r, 9)[:2] == ["a", 1] and len(read(r, 9)) == 8
+    assert r.get("p:k:key1") == b"fp-1"
+    assert 50 < r.ttl("p:k:key1") <= 60
+
+
+def test_duplicates_in_one_flush_and_unkeyed_rows_of_the_same_lab(r) -> None:  # type: ignore[no-untyped-def]
+    """Concurrent duplicates that meet in one call count once; keyed and unkeyed rows of
+    one lab and bucket are merged, not overwritten."""
+    expire = 4102444800
+    part = ("dup", "fp", 60, [("9", expire, ["a", *ROW])])
+    reply = call(r, [("9", expire, ["a", *ROW])], [part, part, ("claim", "x", 60, [])])
+    assert reply == [2, 1, 0, 1]
+    assert read(r, 9)[:4] == ["a", 2, 2.0, 4.0]
+    assert r.get("p:k:claim") == b"x", "a part without rows records the key alone"
+
+
+def test_an_error_reply_stores_nothing(r) -> None:  # type: ignore[no-untyped-def]
+    """A WRONGTYPE in the second group fails in the reads, before any write."""
+    expire = 4102444800
+    r.set("p:b:2", "not a hash")
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        call(r, [("1", expire, ["a", *ROW]), ("2", expire, ["a", *ROW])],
+             [("k", "fp", 60, [("1", expire, ["b", *ROW])])])
+    assert r.keys("p:b:1") == [] and r.get("p:k:k") is None
+
+
+def test_out_of_memory_refuses_the_whole_call(r) -> None:  # type: ignore[no-untyped-def]
+    """maxmemory reached under noeviction: the first write is refused, nothing stored."""
+    expire = 4102444800
+    r.config_set("maxmemory-policy", "noeviction")
+    r.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(Exception, match="OOM"):
+            call(r, [("1", expire, ["a", *ROW])], [("k", "fp", 60, [])])
+    finally:
+        r.config_set("maxmemory", 0)
+    assert r.keys("p:*") == []
