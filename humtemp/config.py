@@ -221,7 +221,7 @@ OPTIONS: tuple[Option, ...] = (
            _bool, "false", "BOOL"),
     Option("idempotency_ttl",
            "seconds a shard remembers an Idempotency-Key (a retry after that counts again)",
-           lambda s, r: _parse_int(s, r, 1), "600", "SECONDS"),
+           lambda s, r: _parse_int(s, r, 1), "120", "SECONDS"),
     Option("ingest_tokens", "comma-separated bearer tokens required for writes (empty: open)",
            _tokens, "", "TOKENS"),
     Option("read_tokens", "comma-separated bearer tokens required for reads (empty: open)",
@@ -262,7 +262,7 @@ class Settings:
     min_live_shards: int = 1
     probe_interval: float = 0.5
     exactly_once: bool = False
-    idempotency_ttl: int = 600
+    idempotency_ttl: int = 120
     ingest_tokens: tuple[str, ...] = ()
     read_tokens: tuple[str, ...] = ()
     shutdown_timeout: float = 25.0

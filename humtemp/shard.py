@@ -166,18 +166,19 @@ class Batch(Groups):
     """Everything one flush sends: the merged unkeyed observations (their waiters share
     ``future``) and the keyed parts (each with its own future)."""
 
-    __slots__ = ("future", "keyed", "keyed_labs")
+    __slots__ = ("future", "keyed", "keyed_labs", "keyed_observations")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self.future: asyncio.Future[None] = loop.create_future()
         self.keyed: list[KeyedPart] = []
         self.keyed_labs = 0
+        self.keyed_observations = 0
 
     @property
     def size(self) -> int:
         """Observations carried, keyed parts included."""
-        return self.observations + sum(p.observations for p in self.keyed)
+        return self.observations + self.keyed_observations
 
     @property
     def empty(self) -> bool:
@@ -254,7 +255,9 @@ class Shard:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batch: Batch | None = None
         self._full: collections.deque[Batch] = collections.deque()
-        self._inflight = 0
+        self._queued = 0  # observations in the open and the full batches
+        self._inflight = 0  # observations in the flush under way
+        self._max_pending = settings.max_pending
         self._wakeup = asyncio.Event()
         self._closing = False
         self._flusher: asyncio.Task[None] | None = None
@@ -301,14 +304,13 @@ class Shard:
 
     @property
     def pending(self) -> int:
-        queued = self._batch.size if self._batch else 0
-        return queued + sum(b.size for b in self._full) + self._inflight
+        return self._queued + self._inflight
 
     def admit(self, count: int) -> None:
         """Raise unless ``count`` more observations may be queued here right now."""
         if not self.up:
             raise ShardUnavailable(self.name, "marked down")
-        if self.pending + count > self.settings.max_pending:
+        if self._queued + self._inflight + count > self._max_pending:
             metrics.SHARD_ERRORS.labels(shard=self.name, kind="overloaded").inc()
             raise ShardOverloaded(self.name, "write queue full")
 
@@ -327,7 +329,9 @@ class Shard:
         self, lab_id: str, bucket: int, ts: int, temp: float, humidity: float
     ) -> asyncio.Future[None]:
         """Queue one observation; the future resolves when it is stored."""
-        self.admit(1)
+        if not self.up or self._queued + self._inflight >= self._max_pending:
+            self.admit(1)  # raises
+        self._queued += 1
         batch = self._batch
         assert batch is not None, "shard not started"
         if batch.labs >= MAX_LABS_PER_CALL:
@@ -343,6 +347,7 @@ class Shard:
         """Queue (lab_id, bucket, ts, temp, humidity) items; the future resolves when stored.
         The caller keeps ``items`` within :data:`MAX_LABS_PER_CALL` labs."""
         self.admit(len(items))
+        self._queued += len(items)
         batch = self._open_batch(len(items))
         add = batch.add_raw if self._dedup else None
         if add is not None:
@@ -358,6 +363,7 @@ class Shard:
         """Queue aggregates another shard could not deliver (nothing of them was sent)."""
         count = sum(int(agg[0]) for labs in groups.values() for agg in labs.values())
         self.admit(count)
+        self._queued += count
         batch = self._open_batch(sum(len(labs) for labs in groups.values()))
         for bucket, labs in groups.items():
             for lab_id, agg in labs.items():
@@ -371,6 +377,7 @@ class Shard:
         """Queue a keyed part (possibly empty: a claim of the key alone). The future
         resolves to :data:`STORED`, :data:`STORED_BEFORE` or :data:`KEY_CONFLICT`."""
         self.admit(len(items))
+        self._queued += len(items)
         assert self._loop is not None, "shard not started"
         part = KeyedPart(record, fingerprint, self._loop.create_future())
         for lab_id, bucket, ts, temp, hum in items:
@@ -381,17 +388,20 @@ class Shard:
         batch = self._open_batch(part.labs)
         batch.keyed.append(part)
         batch.keyed_labs += part.labs
+        batch.keyed_observations += part.observations
         self._wakeup.set()
         return part.future
 
     def _next_batch(self) -> Batch | None:
         if self._full:
-            return self._full.popleft()
-        batch = self._batch
-        assert batch is not None and self._loop is not None
-        if batch.empty:
-            return None
-        self._batch = Batch(self._loop)
+            batch = self._full.popleft()
+        else:
+            batch = self._batch
+            assert batch is not None and self._loop is not None
+            if batch.empty:
+                return None
+            self._batch = Batch(self._loop)
+        self._queued -= batch.size
         return batch
 
     async def _flush_forever(self) -> None:
