@@ -164,6 +164,8 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes, batch: bool,
         raise _explain_invalid(body, batch, index) from None
     except msgspec.DecodeError:
         raise _explain_undecodable(body, batch=batch, index=index) from None
+    except RecursionError:  # nesting msgspec gives up on, even inside an ignored field
+        raise _malformed("JSON nested too deeply", index) from None
 
 
 def decode_one(body: bytes, buckets: Buckets, now: int) -> ValidObservation:

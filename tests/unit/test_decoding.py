@@ -114,6 +114,15 @@ def test_a_body_that_is_not_an_object_names_no_field(raw: str, detail: str) -> N
     assert (error.status, error.field, error.index, error.detail) == (422, None, None, detail)
 
 
+@pytest.mark.parametrize("batch", [False, True])
+def test_nesting_too_deep_for_msgspec_is_a_400_even_in_an_ignored_field(batch: bool) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    raw = json.dumps(GOOD).replace("{", '{"extra": ' + deep + ", ", 1)
+    error = _batch(f"[{raw}]") if batch else _one(raw)
+    assert (error.status, error.error, error.detail) == (
+        400, "malformed_json", "JSON nested too deeply")
+
+
 def test_unknown_fields_are_ignored_however_nested() -> None:
     obs, ts = decode_one(json.dumps(_body(extra={"a": [1, {"b": None}]})).encode(), BUCKETS, NOW)
     assert (obs.lab_id, ts) == ("lab01", NOW)
