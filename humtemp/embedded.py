@@ -74,11 +74,10 @@ def redis_servers_in(shard_dirs: set[Path]) -> dict[int, Path]:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
+        proc = Path("/proc", entry.name)
         try:
-            cwd = os.readlink(f"/proc/{entry.name}/cwd")
-            if cwd in wanted and Path(f"/proc/{entry.name}/comm").read_text().strip() == (
-                "redis-server"
-            ):
+            cwd = os.readlink(proc / "cwd")
+            if cwd in wanted and (proc / "comm").read_text().strip() == "redis-server":
                 found[int(entry.name)] = Path(cwd)
         except OSError:
             continue
