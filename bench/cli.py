@@ -27,6 +27,7 @@ from bench.report import evaluate, print_report
 from bench.shards import redis_version, start_shard
 from bench.targets import start_bare, start_humtemp
 from bench.wrk import wrk_version
+from humtemp.extras import pip_extra, require_modules, require_program
 
 
 def _ints(text: str) -> list[int]:
@@ -34,7 +35,10 @@ def _ints(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None) -> tuple[suite.Options, Path, bool]:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=f"{__doc__.splitlines()[0]} Needs wrk and: {pip_extra('bench')}",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -145,6 +149,8 @@ def run(opts: suite.Options, workdir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     opts, out, quick = parse_args(argv)
+    require_modules("python -m bench", "bench", "matplotlib")
+    require_program("python -m bench", "wrk", "apt-get install wrk")
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="humtemp-bench-") as tmp:
         result = run(opts, Path(tmp))

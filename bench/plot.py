@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # backend chosen first
-
 
 def plot(result: dict, path: Path) -> None:
+    """Needs matplotlib (the ``bench`` extra), imported here so ``--help`` works without."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # backend chosen first
+
     levels = result["ingest"]["by_connections"]
     conns = sorted(int(c) for c in levels)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))

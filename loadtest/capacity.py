@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from humtemp.extras import require_modules
 from loadtest import cluster, report
 
 HERE = Path(__file__).resolve().parent
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kinds", default="single,batch,locust-sensor,locust-gateway")
     p.add_argument("--out", type=Path, default=HERE / "results" / "capacity.json")
     args = p.parse_args(argv)
+    if "locust" in args.kinds:
+        require_modules("python -m loadtest.capacity", "loadtest", "locust", isolated=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.parent / "capacity-tmp"
     tmp.mkdir(exist_ok=True)

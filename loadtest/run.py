@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from humtemp.extras import require_modules
 from loadtest import cluster, report
 
 HERE = Path(__file__).resolve().parent
@@ -153,6 +154,8 @@ def build_report(args: argparse.Namespace, run: dict[str, Any], out: Path) -> di
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    require_modules("python -m loadtest.run", "loadtest", "locust", isolated=True)
+    require_modules("python -m loadtest.run", "loadtest", "matplotlib")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("stats.json", "verification.json", "report.json", "report.png"):

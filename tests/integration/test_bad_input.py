@@ -63,10 +63,13 @@ CASES: list[tuple[str, str, dict[str, str], int, str, str | None]] = [
     ("truncated", '{"lab_id": "lab01", "timest', JSON, 400, "malformed_json", None),
     ("empty", "", JSON, 400, "malformed_json", None),
     ("deep-nesting", "[" * 100000 + "]" * 100000, JSON, 422, "invalid_observation", None),
-    ("form-encoded", "lab_id=lab01", {"Content-Type": "application/x-www-form-urlencoded"},
-     415, "unsupported_media_type", "Content-Type"),
-    ("text-plain", GOOD % 1, {"Content-Type": "text/plain"}, 415, "unsupported_media_type",
-     "Content-Type"),
+    ("deep-in-ignored-field", body_with("lab_id", '"lab01", "x": ' + "[" * 100000 + "]" * 100000),
+     JSON, 400, "malformed_json", None),
+    # whatever the Content-Type, the body is read as JSON (as the original did)
+    ("form-fields", "lab_id=lab01&temp=20", {"Content-Type": "application/x-www-form-urlencoded"},
+     400, "malformed_json", None),
+    ("text-not-json", "lab01 20.5 40", {"Content-Type": "text/plain"}, 400, "malformed_json",
+     None),
 ]
 
 

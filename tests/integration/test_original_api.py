@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, time, timedelta
+
+import pytest
 
 from tests.conftest import ClientFactory, now, obs, stored_labs
 from tests.support.redis_server import RedisServer
@@ -93,3 +96,68 @@ async def test_health_and_readiness(make_client: ClientFactory) -> None:
     assert ready.status == 200
     body = await ready.json()
     assert body["live_shards"] == 3 and set(body["shards"].values()) == {"up"}
+
+
+# What old sensors send: curl -d (form-encoded), text/plain, no type at all... The
+# original (FastAPI 0.60) read the body as JSON whatever the Content-Type said.
+ORIGINAL_CONTENT_TYPES = [
+    None, "application/x-www-form-urlencoded", "text/plain", "text/plain; charset=utf-8",
+    "application/json", "application/json; charset=utf-8", "application/octet-stream",
+    "application/xml", "not a media type",
+]
+
+
+async def test_observation_is_read_as_json_whatever_its_content_type(
+    make_client: ClientFactory,
+) -> None:
+    client = await make_client()
+    for i, content_type in enumerate(ORIGINAL_CONTENT_TYPES):
+        body = json.dumps(obs("ctype", temp=float(i))).encode()
+        headers, skip = ({}, ["Content-Type"]) if content_type is None else (
+            {"Content-Type": content_type}, [])
+        resp = await client.post("/observation", data=body, headers=headers,
+                                 skip_auto_headers=skip)
+        assert resp.status == 200, (content_type, await resp.text())
+        assert await resp.json() is None
+    stored = await (await client.get("/summary/lab",
+                                     params={"lab_id": "ctype", "offset": 0})).json()
+    assert stored["count"] == len(ORIGINAL_CONTENT_TYPES)
+    assert stored["max_temp"] == len(ORIGINAL_CONTENT_TYPES) - 1
+
+
+@pytest.mark.parametrize(
+    ("content_type", "ndjson"),
+    [("application/x-ndjson", True), ("application/x-ndjson; charset=utf-8", True),
+     ("application/ndjson", True), ("application/json", False), ("text/plain", False),
+     ("application/x-www-form-urlencoded", False), (None, False)],
+)
+async def test_a_batch_is_ndjson_only_when_its_content_type_says_so(
+    make_client: ClientFactory, content_type: str | None, ndjson: bool,
+) -> None:
+    client = await make_client()
+    items = [obs("batch-ct", temp=t) for t in (10.0, 30.0)]
+    body = ("\n".join(json.dumps(i) for i in items) if ndjson else json.dumps(items)).encode()
+    headers, skip = ({}, ["Content-Type"]) if content_type is None else (
+        {"Content-Type": content_type}, [])
+    resp = await client.post("/observations", data=body, headers=headers,
+                             skip_auto_headers=skip)
+    assert resp.status == 200, await resp.text()
+    assert await resp.json() == {"accepted": 2}
+    stored = await (await client.get("/summary/lab",
+                                     params={"lab_id": "batch-ct", "offset": 0})).json()
+    assert (stored["count"], stored["avg_temp"]) == (2, 20.0)
+
+
+async def test_ndjson_without_its_content_type_is_refused_and_stores_nothing(
+    make_client: ClientFactory, clean_shards: list[RedisServer],
+) -> None:
+    """Without application/x-ndjson a batch is a JSON array; the error says how to send
+    NDJSON instead."""
+    client = await make_client()
+    lines = "\n".join(json.dumps(obs("nd-plain")) for _ in range(2))
+    resp = await client.post("/observations", data=lines, headers={"Content-Type": "text/plain"})
+    assert resp.status == 422
+    error = await resp.json()
+    assert (error["error"], error["field"]) == ("invalid_observation", None)
+    assert "Content-Type: application/x-ndjson" in error["detail"]
+    assert all(not stored_labs(s) for s in clean_shards)

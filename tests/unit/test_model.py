@@ -46,6 +46,22 @@ def test_timestamp_future_limit_is_60_seconds() -> None:
     assert (err.value.field, err.value.reason) == ("timestamp", "future")
 
 
+@pytest.mark.parametrize("millis", [NOW * 1000, 10**11, int(NOW * 1000.5)])
+def test_a_timestamp_in_milliseconds_says_so(millis: int) -> None:
+    with pytest.raises(ValidationFailure) as err:
+        validate(make(timestamp=millis), BUCKETS, NOW)
+    assert (err.value.field, err.value.reason) == ("timestamp", "future")
+    assert err.value.detail == (
+        f"timestamp looks like milliseconds; send Unix seconds (got {millis})")
+
+
+def test_a_timestamp_just_in_the_future_is_not_taken_for_milliseconds() -> None:
+    with pytest.raises(ValidationFailure) as err:
+        validate(make(timestamp=NOW + 3600), BUCKETS, NOW)
+    assert "milliseconds" not in err.value.detail
+    assert "from the future" in err.value.detail
+
+
 def test_timestamp_older_than_retention_is_rejected() -> None:
     oldest = BUCKETS.oldest_accepted(NOW)
     assert oldest == BUCKETS.start(NOW) - DAY
