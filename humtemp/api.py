@@ -217,6 +217,7 @@ async def get_summary_detail(request: web.Request) -> web.Response:
         "bucket_end": bucket + duration,
         "partial": read.partial,
         "missing_shards": read.missing,
+        "reset_shards": request.app[SHARDS].resets_since(bucket),
         "labs": [{"lab_id": lab, **_stats(agg)} for lab, agg in sorted(read.labs.items())],
     }
     return json_response(body, headers=_partial_headers(read.missing))

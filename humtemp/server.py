@@ -22,13 +22,15 @@ import time
 from collections.abc import Sequence
 
 from humtemp import __version__
-from humtemp.config import Settings, ShardSpec
+from humtemp.config import ConfigError, Settings, ShardSpec
 from humtemp.metrics import MULTIPROC_ENV
 
 log = logging.getLogger("humtemp")
 
 
 _stop_requested = False
+EX_CONFIG = 78
+"""Exit code of a worker that refused to start (sysexits EX_CONFIG): not restarted."""
 
 
 def _request_stop(signum: int, frame: object) -> None:
@@ -82,7 +84,11 @@ async def serve(settings: Settings, shards: Sequence[ShardSpec], reuse_port: boo
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
     )
-    await runner.setup()
+    try:
+        await runner.setup()  # starts the shards: raises ConfigError on two names of one Redis
+    except ConfigError as exc:
+        print(f"humtemp: refusing to start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EX_CONFIG) from None
     site = web.TCPSite(
         runner, settings.host, settings.port, backlog=1024, reuse_port=reuse_port or None,
         shutdown_timeout=settings.shutdown_timeout,
@@ -168,11 +174,18 @@ class Supervisor:
             for i, proc in enumerate(self.workers):
                 if proc.is_alive() or self.stopping:
                     continue
+                if proc.exitcode == EX_CONFIG:  # restarting it would only refuse again
+                    log.error("worker %s refused to start; stopping", proc.pid)
+                    self._on_signal(signal.SIGTERM, None)
+                    return self._join_all() or EX_CONFIG
                 log.error("worker %s exited with %s; restarting it", proc.pid, proc.exitcode)
                 if proc.pid:
                     mark_worker_dead(proc.pid)
                 time.sleep(0.5)
                 self.workers[i] = self._spawn()
+        return self._join_all()
+
+    def _join_all(self) -> int:
         deadline = time.monotonic() + self.settings.shutdown_timeout + 10
         code = 0
         for proc in self.workers:

@@ -1,0 +1,172 @@
+"""Shard guards with real shards: one Redis under two names, an evicting shard, a wiped
+shard (docs/operations.md, "Misconfiguration is refused, data loss is surfaced")."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from humtemp.app import create_app
+from humtemp.config import ConfigError, ShardSpec
+from tests.conftest import ClientFactory, obs, settings_for
+from tests.support.http import HumtempProcess
+from tests.support.redis_server import RedisServer
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    """Poll ``check`` until it holds; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, f"not within {within} s"
+        await asyncio.sleep(0.05)
+
+
+async def metric(client: TestClient, name: str, shard: str) -> float:
+    """One shard's sample of a metric in this process's /metrics (0 when absent)."""
+    text = await (await client.get("/metrics")).text()
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{shard="{shard}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def alias_env(shard: RedisServer, other: RedisServer) -> str:
+    """Three names, two of which (alpha, gamma) reach one Redis database."""
+    return (f"alpha=redis://127.0.0.1:{shard.port}/0,beta={other.url},"
+            f"gamma=redis://localhost:{shard.port}/0")
+
+
+def test_one_redis_under_two_names_refuses_to_start_naming_both(
+    tmp_path: Path, clean_shards: list[RedisServer]
+) -> None:
+    env = {"HUMTEMP_REDIS_URLS": alias_env(clean_shards[0], clean_shards[1])}
+    server = HumtempProcess(env, tmp_path)
+    try:
+        code = server.proc.wait(timeout=20)
+    finally:
+        server.kill()
+    lines = [line for line in server.log.read_text().splitlines() if "refusing to start" in line]
+    assert code != 0
+    assert len(lines) == 1, server.log.read_text()
+    assert "alpha" in lines[0] and "gamma" in lines[0] and "beta" not in lines[0]
+    assert "Traceback" not in server.log.read_text()
+
+
+async def test_alias_is_refused_also_when_the_record_already_exists(
+    clean_shards: list[RedisServer],
+) -> None:
+    """Second start: the record from the first (naming alpha) is read under both names."""
+    first = settings_for(clean_shards[:1])
+    app = create_app(first, (ShardSpec("alpha", f"redis://127.0.0.1:{clean_shards[0].port}/0"),))
+    async with TestClient(TestServer(app)):
+        pass
+    specs = (ShardSpec("alpha", f"redis://127.0.0.1:{clean_shards[0].port}/0"),
+             ShardSpec("gamma", f"redis://localhost:{clean_shards[0].port}/0"))
+    client = TestClient(TestServer(create_app(first, specs)))
+    with pytest.raises(ConfigError, match="alpha and gamma"):
+        await client.start_server()
+    await client.close()
+
+
+async def test_evicting_shard_is_refused_at_start(
+    make_client: ClientFactory, clean_shards: list[RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    evicting = clean_shards[0]
+    evicting.client().config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        client = await make_client()
+        ready = await (await client.get("/readyz")).json()
+        assert ready["shards"][evicting.name] == "down"
+        assert f"shard {evicting.name} refused" in caplog.text and "allkeys-lru" in caplog.text
+        for i in range(30):
+            assert (await client.post("/observation", json=obs(f"lab{i}"))).status == 200
+        assert evicting.client().keys("humtemp:b:*") == [], "nothing written to it"
+    finally:
+        evicting.client().config_set("maxmemory-policy", "noeviction")
+
+
+async def test_policy_changed_at_run_time_takes_the_shard_out_then_back(
+    make_client: ClientFactory, clean_shards: list[RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await make_client()
+    evicting = clean_shards[1]
+
+    async def state() -> str:
+        return (await (await client.get("/readyz")).json())["shards"][evicting.name]
+
+    assert await state() == "up"
+    evicting.client().config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        await eventually(lambda: _is(state, "down"))
+        assert "allkeys-lru" in caplog.text
+        for i in range(30):
+            assert (await client.post("/observation", json=obs(f"lab{i}"))).status == 200
+        assert evicting.client().keys("humtemp:b:*") == [], "writes went elsewhere"
+    finally:
+        evicting.client().config_set("maxmemory-policy", "noeviction")
+    await eventually(lambda: _is(state, "up"))
+
+
+async def _is(state: Callable[[], Awaitable[str]], want: str) -> bool:
+    return await state() == want
+
+
+async def test_memory_used_ratio_is_exported_when_maxmemory_is_set(
+    make_client: ClientFactory, clean_shards: list[RedisServer]
+) -> None:
+    shard = clean_shards[2]
+    shard.client().config_set("maxmemory", "100mb")
+    try:
+        client = await make_client()
+
+        async def sampled() -> bool:
+            return 0 < await metric(client, "humtemp_shard_memory_used_ratio", shard.name) < 0.5
+
+        await eventually(sampled)
+    finally:
+        shard.client().config_set("maxmemory", "0")
+
+
+async def test_wiped_shard_is_counted_logged_and_named_in_detail(
+    make_client: ClientFactory, clean_shards: list[RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await make_client()
+    wiped = clean_shards[0]
+    name = "humtemp_shard_resets_total"
+    before = {s.name: await metric(client, name, s.name) for s in clean_shards}
+    detail = await (await client.get("/summary/detail", params={"offset": 0})).json()
+    assert detail["reset_shards"] == []
+    wiped.client().flushall()
+
+    async def counted() -> bool:
+        return await metric(client, name, wiped.name) - before[wiped.name] == 1
+
+    await eventually(counted, within=5.0)
+    for other in clean_shards[1:]:
+        assert await metric(client, name, other.name) == before[other.name]
+    assert f"shard {wiped.name} was reset" in caplog.text
+    assert wiped.client().hget("humtemp:shard", "name") == wiped.name.encode(), "re-created"
+    detail = await (await client.get("/summary/detail", params={"offset": 0})).json()
+    assert detail["reset_shards"] == [wiped.name]
+    later = await (await client.get("/summary/detail", params={"offset": 1})).json()
+    assert later["reset_shards"] == [], "the next bucket started after the reset"
+    assert (await client.post("/observation", json=obs())).status == 200, "carries on"
+    await asyncio.sleep(0)
+    assert await metric(client, name, wiped.name) - before[wiped.name] == 1, "counted once"
+
+
+async def test_shard_holding_another_shards_record_is_refused(
+    make_client: ClientFactory, clean_shards: list[RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    foreign = clean_shards[2]
+    foreign.client().hset("humtemp:shard", mapping={"name": "elsewhere", "id": "x" * 32,
+                                                    "created": "1"})
+    client = await make_client()
+    ready = await (await client.get("/readyz")).json()
+    assert ready["shards"][foreign.name] == "down"
+    assert "names shard 'elsewhere'" in caplog.text
