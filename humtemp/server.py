@@ -53,8 +53,10 @@ class DropClientProtocolErrors(logging.Filter):
             from aiohttp.http_exceptions import HttpProcessingError
 
             exc = record.exc_info[1]
-            if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
-                return False
+            # A body that fails to decode surfaces as RequestPayloadError, caused by one.
+            for error in (exc, exc.__cause__):
+                if isinstance(error, HttpProcessingError) and 400 <= (error.code or 0) < 500:
+                    return False
         return True
 
 
@@ -81,8 +83,12 @@ async def serve(settings: Settings, shards: Sequence[ShardSpec], reuse_port: boo
     from humtemp.app import create_app
 
     app = create_app(settings, shards)
+    # keepalive_timeout: aiohttp closes a connection still waiting for a complete
+    # request after it, which bounds a slow (slowloris) header read as well as idling.
+    # The body has the same bound in api._read_body.
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
+        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout,
+        keepalive_timeout=settings.client_timeout,
     )
     try:
         await runner.setup()  # starts the shards: raises ConfigError on two names of one Redis
