@@ -12,6 +12,7 @@ neither logs a traceback nor counts as a 5xx.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from time import perf_counter
@@ -78,6 +79,10 @@ def instrumented(route: str, handler: Handler, tallies: Tallies) -> Handler:
                 metrics.OBSERVATIONS_REJECTED.labels(reason=exc.reason).inc()
         except HTTPException as exc:
             response = _from_http_exception(exc)
+        except asyncio.CancelledError:  # handler_cancellation on: a hang-up cancels us
+            if request.transport is None:
+                recorder.record(request.method, CLIENT_CLOSED, perf_counter() - started)
+            raise
         except Exception as exc:
             response = _unexpected(request, exc)
         recorder.record(request.method, response.status, perf_counter() - started)

@@ -29,6 +29,8 @@ log = logging.getLogger("humtemp")
 
 
 _stop_requested = False
+LINGERING_SECONDS = 10.0
+"""aiohttp's default for reading an unread body after the answer (e.g. a 413)."""
 EX_CONFIG = 78
 """Exit code of a worker that refused to start (sysexits EX_CONFIG): not restarted."""
 
@@ -75,6 +77,16 @@ def _install_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def client_limits(settings: Settings) -> dict[str, float]:
+    """How long a client may stall. aiohttp closes a connection still waiting for a
+    complete request after ``keepalive_timeout``: that bounds a slow (slowloris) header
+    read as well as idling. A stalled body is answered 408 after the same time
+    (api._read_body); aiohttp then reads what still arrives for ``lingering_time``, so
+    the client can see the 408, and closes the connection."""
+    return {"keepalive_timeout": settings.client_timeout,
+            "lingering_time": min(LINGERING_SECONDS, settings.client_timeout)}
+
+
 async def serve(settings: Settings, shards: Sequence[ShardSpec], reuse_port: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then drain and return."""
     from aiohttp import web
@@ -83,12 +95,9 @@ async def serve(settings: Settings, shards: Sequence[ShardSpec], reuse_port: boo
     from humtemp.app import create_app
 
     app = create_app(settings, shards)
-    # keepalive_timeout: aiohttp closes a connection still waiting for a complete
-    # request after it, which bounds a slow (slowloris) header read as well as idling.
-    # The body has the same bound in api._read_body.
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout,
-        keepalive_timeout=settings.client_timeout,
+        **client_limits(settings),
     )
     try:
         await runner.setup()  # starts the shards: raises ConfigError on two names of one Redis

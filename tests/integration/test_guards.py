@@ -15,6 +15,7 @@ from humtemp.app import create_app
 from humtemp.config import ConfigError, ShardSpec
 from tests.conftest import ClientFactory, obs, settings_for
 from tests.support.http import HumtempProcess
+from tests.support.metrics import scrape
 from tests.support.redis_server import RedisServer
 
 
@@ -27,12 +28,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) 
 
 
 async def metric(client: TestClient, name: str, shard: str) -> float:
-    """One shard's sample of a metric in this process's /metrics (0 when absent)."""
-    text = await (await client.get("/metrics")).text()
-    for line in text.splitlines():
-        if line.startswith(f'{name}{{shard="{shard}"}}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return await scrape(client, name, shard=shard)
 
 
 def alias_env(shard: RedisServer, other: RedisServer) -> str:
