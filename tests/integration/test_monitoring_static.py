@@ -22,6 +22,8 @@ ALERT_NAMES = {
     "HumtempP99LatencyHigh",
     "HumtempIngestionStopped",
     "HumtempPendingQueueGrowing",
+    "HumtempShardReset",
+    "HumtempShardMemoryHigh",
 }
 # Every metric family of CONTRACT.md must be on the dashboard.
 CONTRACT_METRICS = {
