@@ -47,7 +47,7 @@ def test_one_redis_under_two_names_refuses_to_start_naming_both(
     finally:
         server.kill()
     lines = [line for line in server.log.read_text().splitlines() if "refusing to start" in line]
-    assert code != 0
+    assert code == 78, "EX_CONFIG: refused, not crashed"
     assert len(lines) == 1, server.log.read_text()
     assert "alpha" in lines[0] and "gamma" in lines[0] and "beta" not in lines[0]
     assert "Traceback" not in server.log.read_text()
