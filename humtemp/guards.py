@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
@@ -104,7 +104,11 @@ class ShardGuard:
         async with self.shard.reader.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.key)
             pipe.info("memory")
-            raw, info = await pipe.execute()
+            raw, info = await pipe.execute(raise_on_error=False)
+        if isinstance(raw, Exception):
+            raise raw
+        if isinstance(info, Exception):  # INFO disabled (some managed Redis): nothing to judge
+            info = {}
         memory = Memory(str(info.get("maxmemory_policy", "")), int(info.get("used_memory", 0)),
                         int(info.get("maxmemory", 0)))
         return Identity.parse(raw), memory
@@ -131,12 +135,13 @@ class ShardGuard:
         elif self.known is not None and found.id != self.known.id and found.name == self.shard.name:
             self._count_reset(f"its identity record was re-created by another humtemp "
                               f"(id {self.known.id} -> {found.id})")
+            if found.reset is None:  # that humtemp never saw the old record: date the reset
+                await self.shard.reader.hsetnx(self.key, "reset", f"{time.time():.3f}")
+                found = Identity.parse(await self.shard.reader.hgetall(self.key)) or found
         self.seen = found
         if found.name == self.shard.name:
             self.known = found
-        ratio = memory.used_ratio
-        if ratio is not None:
-            self._memory_ratio.set(ratio)
+        self._memory_ratio.set(memory.used_ratio or 0.0)
         if found.name != self.shard.name:
             return (f"its identity record {self.key} names shard {found.name!r} (id {found.id}): "
                     f"it is another shard's Redis")
@@ -176,7 +181,7 @@ class ShardGuards:
             guard.shard.vet = self._vet_hook(guard)
             guard.shard.on_reconnect = self._nudge.set
 
-    def _vet_hook(self, guard: ShardGuard):  # type: ignore[no-untyped-def]
+    def _vet_hook(self, guard: ShardGuard) -> Callable[[], Awaitable[bool]]:
         async def vet() -> bool:
             return guard.judge(await guard.check())
         return vet

@@ -93,7 +93,7 @@ SHARD_RESETS = Counter(
 )
 SHARD_MEMORY_RATIO = Gauge(
     "humtemp_shard_memory_used_ratio",
-    "used_memory / maxmemory of a shard (absent while maxmemory is unset).",
+    "used_memory / maxmemory of a shard (0 while it has no maxmemory).",
     ["shard"],
     multiprocess_mode="livemax",
 )
