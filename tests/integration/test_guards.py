@@ -4,6 +4,7 @@ shard (docs/operations.md, "Misconfiguration is refused, data loss is surfaced")
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -190,3 +191,31 @@ async def test_two_pods_see_one_wipe_once_and_both_name_it(
     # Nothing to poll for: the claim is that a later check round does NOT count again.
     await asyncio.sleep(CHECK_INTERVAL * 1.5)
     assert await metric(pods[0], name, wiped.name) - before == 1
+
+
+async def test_shard_back_without_its_aof_is_counted_as_reset(
+    make_client: ClientFactory, clean_shards: list[RedisServer]
+) -> None:
+    """The issue's case: killed, its AOF lost with its volume, restarted empty. The probe
+    that brings it back notices before it serves again."""
+    client = await make_client()
+    lost = clean_shards[2]
+    name = "humtemp_shard_resets_total"
+    before = await metric(client, name, lost.name)
+    lost.kill()
+    shutil.rmtree(lost.directory / "appendonlydir", ignore_errors=True)  # Redis 7
+    (lost.directory / "appendonly.aof").unlink(missing_ok=True)  # Redis 6
+
+    async def down() -> bool:  # a read notices the dead shard
+        ready = await (await client.get("/summary/detail", params={"offset": 0})).json()
+        return lost.name in ready["missing_shards"]
+
+    await eventually(down)
+    lost.start()
+
+    async def counted_and_up() -> bool:
+        ready = await (await client.get("/readyz")).json()
+        return ready["shards"][lost.name] == "up" and \
+            await metric(client, name, lost.name) - before == 1
+
+    await eventually(counted_and_up, within=10.0)
