@@ -280,6 +280,7 @@ async def readyz(request: web.Request) -> web.Response:
         "live_shards": live,
         "min_live_shards": app[SETTINGS].min_live_shards,
         "shards": states,
+        "refused": shards.refusals(),
     }
     return json_response(body, status=200 if ready else 503)
 

@@ -241,6 +241,10 @@ class ShardGuards:
         if not guard.judge(refusal):
             guard.shard.refuse(refusal or "")
 
+    def refusals(self) -> dict[str, str]:
+        """Why each refused shard is out of service, by shard name."""
+        return {name: g.refusal for name, g in self.guards.items() if g.refusal is not None}
+
     def resets_since(self, moment: float) -> list[str]:
         """Shards reset at or after ``moment`` (e.g. a bucket's start): their part of
         any bucket that existed by then is lost."""

@@ -75,6 +75,10 @@ class ShardSet:
         await self.guards.close()
         await asyncio.gather(*(s.close() for s in self.shards.values()))
 
+    def refusals(self) -> dict[str, str]:
+        """Shards out of service because a guard refused them, with the reason."""
+        return self.guards.refusals()
+
     def resets_since(self, moment: float) -> list[str]:
         """Shards that lost their data at or after ``moment`` (see humtemp.guards)."""
         return self.guards.resets_since(moment)

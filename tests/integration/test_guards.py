@@ -80,6 +80,7 @@ async def test_evicting_shard_is_refused_at_start(
         client = await make_client()
         ready = await (await client.get("/readyz")).json()
         assert ready["shards"][evicting.name] == "down"
+        assert "allkeys-lru" in ready["refused"][evicting.name]
         assert f"shard {evicting.name} refused" in caplog.text and "allkeys-lru" in caplog.text
         for i in range(30):
             assert (await client.post("/observation", json=obs(f"lab{i}"))).status == 200
@@ -108,6 +109,7 @@ async def test_policy_changed_at_run_time_takes_the_shard_out_then_back(
     finally:
         evicting.client().config_set("maxmemory-policy", "noeviction")
     await eventually(lambda: _is(state, "up"))
+    assert (await (await client.get("/readyz")).json())["refused"] == {}
 
 
 async def _is(state: Callable[[], Awaitable[str]], want: str) -> bool:
@@ -166,6 +168,7 @@ async def test_shard_holding_another_shards_record_is_refused(
     client = await make_client()
     ready = await (await client.get("/readyz")).json()
     assert ready["shards"][foreign.name] == "down"
+    assert "elsewhere" in ready["refused"][foreign.name]
     assert "names shard 'elsewhere'" in caplog.text
 
 
