@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -19,14 +18,7 @@ from tests.conftest import ClientFactory, obs, settings_for
 from tests.support.http import HumtempProcess
 from tests.support.metrics import scrape
 from tests.support.redis_server import RedisServer
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
-    """Poll ``check`` until it holds; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        assert time.monotonic() < deadline, f"not within {within} s"
-        await asyncio.sleep(0.05)
+from tests.support.wait import eventually
 
 
 async def metric(client: TestClient, name: str, shard: str) -> float:
