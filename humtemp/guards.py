@@ -159,14 +159,17 @@ class ShardGuard:
         """When the shard was last reset, as its record says (any humtemp may have seen it)."""
         return self.known.reset if self.known else None
 
-    def judge(self, refusal: str | None) -> bool:
-        """Log a change of verdict once; True if the shard may serve."""
+    def enforce(self, refusal: str | None) -> bool:
+        """Take a refused shard out of service, logging a change of verdict once;
+        True if the shard may serve."""
         if refusal != self.refusal:
             if refusal is not None:
                 log.error("shard %s refused, out of service: %s", self.shard.name, refusal)
             else:
                 log.warning("shard %s passes its guards again", self.shard.name)
         self.refusal = refusal
+        if refusal is not None:
+            self.shard.refuse(refusal)
         return refusal is None
 
 
@@ -183,7 +186,7 @@ class ShardGuards:
 
     def _vet_hook(self, guard: ShardGuard) -> Callable[[], Awaitable[bool]]:
         async def vet() -> bool:
-            return guard.judge(await guard.check())
+            return guard.enforce(await guard.check())
         return vet
 
     async def start(self) -> None:
@@ -197,8 +200,8 @@ class ShardGuards:
                 if not isinstance(verdict, RedisError | OSError | TimeoutError):
                     raise verdict
                 guard.shard.report_failure(f"guard check failed: {verdict}")
-            elif not guard.judge(verdict):
-                guard.shard.refuse(verdict or "")
+            else:
+                guard.enforce(verdict)
         self._task = asyncio.get_running_loop().create_task(self._check_forever(),
                                                              name="shard-guards")
 
@@ -238,8 +241,7 @@ class ShardGuards:
                 refusal = await guard.check()
         except (RedisError, OSError, TimeoutError):
             return  # reads and writes notice an unreachable shard on their own
-        if not guard.judge(refusal):
-            guard.shard.refuse(refusal or "")
+        guard.enforce(refusal)
 
     def refusals(self) -> dict[str, str]:
         """Why each refused shard is out of service, by shard name."""
