@@ -7,12 +7,14 @@ the shards (:mod:`humtemp.store`), shape the answer. Errors are raised as
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from humtemp import metrics
 from humtemp.config import Settings
@@ -78,8 +80,11 @@ def _require_token(request: web.Request, tokens: tuple[str, ...]) -> None:
     scheme, _, given = header.partition(" ")
     ok = False
     if scheme.lower() == "bearer" and given:
+        # Header bytes that are not UTF-8 arrive as surrogate escapes: compare them as the
+        # bytes they were (never equal to a configured token) instead of failing to encode.
+        sent = given.encode("utf-8", "surrogateescape")
         for token in tokens:
-            ok |= hmac.compare_digest(given.encode(), token.encode())
+            ok |= hmac.compare_digest(sent, token.encode())
     if not ok:
         raise ApiError(401, "unauthorized", "missing or invalid bearer token",
                        headers={"WWW-Authenticate": 'Bearer realm="humtemp"'})
@@ -92,11 +97,22 @@ async def _read_body(request: web.Request, settings: Settings) -> bytes:
                        f"body of {length} bytes exceeds the limit of {settings.max_body_bytes}",
                        reason="too_large")
     try:
-        return await request.read()
+        if request.content.is_eof():  # the usual case: it came with the headers, no wait
+            return await request.read()
+        async with asyncio.timeout(settings.client_timeout):  # a stalled upload ends here
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, "body_too_large",
                        f"body exceeds the limit of {settings.max_body_bytes} bytes",
                        reason="too_large") from None
+    except TimeoutError:
+        raise ApiError(408, "request_timeout",
+                       f"body not received within {settings.client_timeout:g} s",
+                       reason="timeout", close_connection=True) from None
+    except RequestPayloadError:  # e.g. not encoded as its Content-Encoding says
+        raise ApiError(400, "malformed_body",
+                       "body could not be decoded (check Content-Encoding and Transfer-Encoding)",
+                       reason="malformed") from None
 
 
 def _is_ndjson(request: web.Request) -> bool:
@@ -160,8 +176,9 @@ def _offset(request: web.Request) -> int:
     raw = request.query.get("offset", "-1")
     try:
         offset = int(raw)
-    except ValueError:
-        raise ApiError(422, "invalid_parameter", f"offset must be an integer, got {raw!r}",
+    except ValueError:  # also for more than 4300 digits: the detail quotes only the start
+        quoted = repr(raw) if len(raw) <= 40 else repr(raw[:40]) + "..."
+        raise ApiError(422, "invalid_parameter", f"offset must be an integer, got {quoted}",
                        "offset") from None
     if abs(offset) > MAX_OFFSET:
         raise ApiError(422, "invalid_parameter",
@@ -212,6 +229,7 @@ async def get_summary_detail(request: web.Request) -> web.Response:
         "bucket_end": bucket + duration,
         "partial": read.partial,
         "missing_shards": read.missing,
+        "reset_shards": request.app[SHARDS].resets_since(bucket),
         "labs": [{"lab_id": lab, **_stats(agg)} for lab, agg in sorted(read.labs.items())],
     }
     return json_response(body, headers=_partial_headers(read.missing))
@@ -257,6 +275,7 @@ async def readyz(request: web.Request) -> web.Response:
         "live_shards": live,
         "min_live_shards": app[SETTINGS].min_live_shards,
         "shards": states,
+        "refused": shards.refusals(),
     }
     return json_response(body, status=200 if ready else 503)
 
@@ -268,6 +287,8 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 
 async def get_openapi(request: web.Request) -> web.Response:
+    """The API description: behind the read tokens when they are set, like every read."""
+    _require_token(request, request.app[SETTINGS].read_tokens)
     return web.Response(body=OPENAPI, headers=JSON_HEADERS)
 
 

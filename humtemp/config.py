@@ -226,6 +226,10 @@ OPTIONS: tuple[Option, ...] = (
            _tokens, "", "TOKENS"),
     Option("read_tokens", "comma-separated bearer tokens required for reads (empty: open)",
            _tokens, "", "TOKENS"),
+    Option("client_timeout",
+           "seconds a client may take to send a request's headers, and again its body, "
+           "or stay idle between requests; then its connection is closed",
+           _parse_float, "30", "SECONDS"),
     Option("shutdown_timeout", "seconds to finish in-flight requests and drain on SIGTERM",
            _parse_float, "25", "SECONDS"),
     Option("log_level", "log level", _choice("debug", "info", "warning", "error"),
@@ -265,6 +269,7 @@ class Settings:
     idempotency_ttl: int = 120
     ingest_tokens: tuple[str, ...] = ()
     read_tokens: tuple[str, ...] = ()
+    client_timeout: float = 30.0
     shutdown_timeout: float = 25.0
     log_level: str = "info"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)

@@ -30,7 +30,11 @@ class ApiError(Exception):
         index: int | None = None,
         reason: str | None = None,
         headers: dict[str, str] | None = None,
+        close_connection: bool = False,
     ) -> None:
+        # Details may quote what the client sent: undecodable bytes arrive as surrogate
+        # escapes, which JSON cannot carry. Show them as \x.. instead of failing with a 500.
+        detail = detail.encode("utf-8", "backslashreplace").decode()
         super().__init__(detail)
         self.status = status
         self.error = error
@@ -40,6 +44,7 @@ class ApiError(Exception):
         self.reason = reason
         self.headers = headers or {}
         self.extra: dict[str, Any] = {}
+        self.close_connection = close_connection
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.error, "field": self.field, "detail": self.detail}
@@ -49,7 +54,10 @@ class ApiError(Exception):
         return body
 
     def response(self) -> web.Response:
-        return json_response(self.body(), status=self.status, headers=self.headers)
+        response = json_response(self.body(), status=self.status, headers=self.headers)
+        if self.close_connection:
+            response.force_close()
+        return response
 
 
 def json_response(

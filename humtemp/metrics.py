@@ -86,6 +86,17 @@ SHARD_REROUTES = Counter(
     "Observations written to another shard because their owner was down.",
     ["shard"],
 )
+SHARD_RESETS = Counter(
+    "humtemp_shard_resets",
+    "Times a shard was found reset (its identity record vanished): its data was lost.",
+    ["shard"],
+)
+SHARD_MEMORY_RATIO = Gauge(
+    "humtemp_shard_memory_used_ratio",
+    "used_memory / maxmemory of a shard (0 while it has no maxmemory).",
+    ["shard"],
+    multiprocess_mode="livemax",
+)
 SUMMARY_FANOUT = Histogram(
     "humtemp_read_fanout_duration_seconds",
     "Time to read one bucket from every shard and merge.",

@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 
 from humtemp import __version__
-from humtemp.config import Settings, ShardSpec
+from humtemp.config import ConfigError, Settings, ShardSpec
 from humtemp.lifetime import die_with_parent
 from humtemp.metrics import MULTIPROC_ENV
 
@@ -30,6 +30,10 @@ log = logging.getLogger("humtemp")
 
 
 _stop_requested = False
+LINGERING_SECONDS = 10.0
+"""aiohttp's default for reading an unread body after the answer (e.g. a 413)."""
+EX_CONFIG = 78
+"""Exit code of a worker that refused to start (sysexits EX_CONFIG): not restarted."""
 
 
 def _request_stop(signum: int, frame: object) -> None:
@@ -52,8 +56,10 @@ class DropClientProtocolErrors(logging.Filter):
             from aiohttp.http_exceptions import HttpProcessingError
 
             exc = record.exc_info[1]
-            if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
-                return False
+            # A body that fails to decode surfaces as RequestPayloadError, caused by one.
+            for error in (exc, exc.__cause__):
+                if isinstance(error, HttpProcessingError) and 400 <= (error.code or 0) < 500:
+                    return False
         return True
 
 
@@ -72,6 +78,16 @@ def _install_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def client_limits(settings: Settings) -> dict[str, float]:
+    """How long a client may stall. aiohttp closes a connection still waiting for a
+    complete request after ``keepalive_timeout``: that bounds a slow (slowloris) header
+    read as well as idling. A stalled body is answered 408 after the same time
+    (api._read_body); aiohttp then reads what still arrives for ``lingering_time``, so
+    the client can see the 408, and closes the connection."""
+    return {"keepalive_timeout": settings.client_timeout,
+            "lingering_time": min(LINGERING_SECONDS, settings.client_timeout)}
+
+
 async def serve(settings: Settings, shards: Sequence[ShardSpec], reuse_port: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then drain and return."""
     from aiohttp import web
@@ -81,9 +97,14 @@ async def serve(settings: Settings, shards: Sequence[ShardSpec], reuse_port: boo
 
     app = create_app(settings, shards)
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
+        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout,
+        **client_limits(settings),
     )
-    await runner.setup()
+    try:
+        await runner.setup()  # starts the shards: raises ConfigError on two names of one Redis
+    except ConfigError as exc:
+        print(f"humtemp: refusing to start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EX_CONFIG) from None
     site = web.TCPSite(
         runner, settings.host, settings.port, backlog=1024, reuse_port=reuse_port or None,
         shutdown_timeout=settings.shutdown_timeout,
@@ -172,11 +193,18 @@ class Supervisor:
             for i, proc in enumerate(self.workers):
                 if proc.is_alive() or self.stopping:
                     continue
+                if proc.exitcode == EX_CONFIG:  # restarting it would only refuse again
+                    log.error("worker %s refused to start; stopping", proc.pid)
+                    self._on_signal(signal.SIGTERM, None)
+                    return self._join_all() or EX_CONFIG
                 log.error("worker %s exited with %s; restarting it", proc.pid, proc.exitcode)
                 if proc.pid:
                     mark_worker_dead(proc.pid)
                 time.sleep(0.5)
                 self.workers[i] = self._spawn()
+        return self._join_all()
+
+    def _join_all(self) -> int:
         deadline = time.monotonic() + self.settings.shutdown_timeout + 10
         code = 0
         for proc in self.workers:

@@ -25,7 +25,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -71,6 +71,14 @@ def _peer_closed(conn: AbstractConnection) -> bool:
     """True if the server already closed this connection (EOF seen by the event loop)."""
     reader = getattr(conn, "_reader", None)
     return reader is not None and reader.at_eof()
+
+
+async def _always_fit() -> bool:
+    return True
+
+
+def _nothing() -> None:
+    pass
 
 
 class Groups:
@@ -272,6 +280,10 @@ class Shard:
         self._flush_obs = tallies.histogram(
             metrics.SHARD_FLUSH_OBSERVATIONS.labels(shard=self.name), metrics.SIZE_BUCKETS)
         self._up_gauge.set(1)
+        self.vet: Callable[[], Awaitable[bool]] = _always_fit
+        """Run by the prober before the shard comes back: may it serve? (humtemp.guards)"""
+        self.on_reconnect: Callable[[], None] = _nothing
+        """Called when the flusher opens a new connection (humtemp.guards checks the shard)."""
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -510,6 +522,8 @@ class Shard:
                 raise
             except (RedisError, OSError):
                 await self._drop_connection()
+        if self._last_used:
+            self.on_reconnect()
         conn = self._conn = self._write_pool.make_connection()
         async with asyncio.timeout(self.settings.redis_connect_timeout):
             await conn.connect()
@@ -538,6 +552,10 @@ class Shard:
                 self._probe_until_up(), name=f"probe-{self.name}"
             )
 
+    def refuse(self, why: str) -> None:
+        """Out of service until a probe finds it fit again (:attr:`vet`)."""
+        self._mark_down(f"refused: {why}")
+
     def report_failure(self, why: str) -> None:
         """Reads call this when the shard fails them, so writes stop trying it too."""
         self._mark_down(why)
@@ -549,7 +567,7 @@ class Shard:
             try:
                 async with asyncio.timeout(self.settings.shard_deadline):
                     await self.reader.ping()
-                    if await self._loading():
+                    if await self._loading() or not await self.vet():
                         continue
                 await self._drop_connection()
                 self.up = True

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from humtemp import layout, metrics
 from humtemp.config import Settings, ShardSpec
+from humtemp.guards import ShardGuards
 from humtemp.idempotency import IdempotencyKey
 from humtemp.model import Aggregate, Buckets
 from humtemp.outcomes import (
@@ -98,16 +99,33 @@ class ShardSet:
             for spec in specs
         }
         self.ring = ShardRing(self.shards)
+        self.guards = ShardGuards(self.shards.values(), settings.key_prefix)
         # Exactly-once dedup lives on the shard that took the first attempt; a retry
         # re-routed elsewhere would escape it, so exactly-once never re-routes.
         self.reroute = settings.on_shard_down == "reroute" and not settings.exactly_once
         self._settling: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        """Connect, then check every shard (:mod:`humtemp.guards`): raises ConfigError,
+        with everything closed, when two configured names reach one Redis."""
         await asyncio.gather(*(s.start() for s in self.shards.values()))
+        try:
+            await self.guards.start()
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
+        await self.guards.close()
         await asyncio.gather(*(s.close() for s in self.shards.values()))
+
+    def refusals(self) -> dict[str, str]:
+        """Shards out of service because a guard refused them, with the reason."""
+        return self.guards.refusals()
+
+    def resets_since(self, moment: float) -> list[str]:
+        """Shards that lost their data at or after ``moment`` (see humtemp.guards)."""
+        return self.guards.resets_since(moment)
 
     def _state_changed(self, shard: Shard) -> None:
         self.ring.set_down(name for name, s in self.shards.items() if not s.up)

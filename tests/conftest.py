@@ -91,3 +91,8 @@ def stored_labs(server: RedisServer, prefix: str = "humtemp:") -> list[str]:
     """Lab ids holding an aggregate on this shard, over all buckets (a hash per bucket)."""
     client = server.client()
     return [lab.decode() for key in client.keys(f"{prefix}b:*") for lab in client.hkeys(key)]
+
+
+def holds_no_data(servers: list[RedisServer], prefix: str = "humtemp:") -> bool:
+    """No bucket on any shard (each still holds its identity record: humtemp.guards)."""
+    return not any(s.client().keys(f"{prefix}b:*") for s in servers)

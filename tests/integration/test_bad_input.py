@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from humtemp.api import SHARDS
-from tests.conftest import ClientFactory, now
+from tests.conftest import ClientFactory, holds_no_data, now
 from tests.support.redis_server import RedisServer
 
 GOOD = '{"lab_id": "lab01", "timestamp": %d, "temp": 20.5, "humidity": 40}'
@@ -89,7 +89,7 @@ async def test_bad_observation_is_rejected_and_changes_nothing(
     assert payload["field"] == field
     assert isinstance(payload["detail"], str) and payload["detail"]
     assert "Traceback" not in payload["detail"]
-    assert all(s.client().dbsize() == 0 for s in clean_shards)
+    assert holds_no_data(clean_shards)
 
 
 async def test_body_over_the_limit_is_413(
@@ -101,7 +101,7 @@ async def test_body_over_the_limit_is_413(
         resp = await client.post(path, data=big, headers=JSON)
         assert resp.status == 413
         assert (await resp.json())["error"] == "body_too_large"
-    assert all(s.client().dbsize() == 0 for s in clean_shards)
+    assert holds_no_data(clean_shards)
 
 
 async def test_chunked_body_over_the_limit_is_413(
@@ -116,7 +116,7 @@ async def test_chunked_body_over_the_limit_is_413(
     resp = await client.post("/observation", data=chunks(), headers=JSON)
     assert resp.status == 413
     assert (await resp.json())["error"] == "body_too_large"
-    assert all(s.client().dbsize() == 0 for s in clean_shards)
+    assert holds_no_data(clean_shards)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from humtemp.ring import ShardRing
-from tests.conftest import ClientFactory, now, obs, stored_labs
+from tests.conftest import ClientFactory, holds_no_data, now, obs, stored_labs
 from tests.support.http import HumtempProcess
 from tests.support.redis_server import RedisServer
 
@@ -252,7 +252,7 @@ async def test_bearer_tokens_guard_writes_and_reads(
     assert "Bearer" in no_token.headers["WWW-Authenticate"]
     wrong = await client.post("/observation", json=obs("t"), headers={"Authorization": "Bearer r1"})
     assert wrong.status == 401
-    assert all(s.client().dbsize() == 0 for s in clean_shards)
+    assert holds_no_data(clean_shards)
     for token in ("w1", "w2"):
         ok = await client.post("/observation", json=obs("t"),
                                headers={"Authorization": f"Bearer {token}"})

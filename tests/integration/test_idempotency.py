@@ -11,7 +11,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -52,21 +52,28 @@ def keyed(key: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def out_of_memory(clean_shards: list[RedisServer]) -> Iterator[RedisServer]:
-    """Shard 1 with maxmemory reached under noeviction: it refuses every write."""
+def out_of_memory(clean_shards: list[RedisServer]) -> Iterator[Callable[[], RedisServer]]:
+    """Call it (once humtemp runs) to make shard 1 reach maxmemory under noeviction: it
+    then refuses every write."""
     victim = clean_shards[1].client()
-    victim.config_set("maxmemory-policy", "noeviction")
-    victim.config_set("maxmemory", 1)
-    yield clean_shards[1]
+
+    def fill() -> RedisServer:
+        victim.config_set("maxmemory-policy", "noeviction")
+        victim.config_set("maxmemory", 1)
+        return clean_shards[1]
+
+    yield fill
     victim.config_set("maxmemory", 0)
 
 
 async def test_out_of_memory_batch_retried_with_its_key_counts_once(
-    make_client: ClientFactory, clean_shards: list[RedisServer], out_of_memory: RedisServer
+    make_client: ClientFactory, clean_shards: list[RedisServer],
+    out_of_memory: Callable[[], RedisServer]
 ) -> None:
     client = await make_client()
+    full = out_of_memory()
     batch = [obs(lab, temp=10.0) for lab in LABS]
-    on_victim = sum(owner_of(lab, clean_shards) == out_of_memory.name for lab in LABS)
+    on_victim = sum(owner_of(lab, clean_shards) == full.name for lab in LABS)
     assert 0 < on_victim < len(LABS)
     first = await client.post("/observations", json=batch, headers=keyed("batch-oom"))
     assert first.status == 503 and first.headers["Retry-After"] == "1"
@@ -78,7 +85,7 @@ async def test_out_of_memory_batch_retried_with_its_key_counts_once(
     assert sum((await counts(client)).values()) == body["stored"]
     retry_while_full = await client.post("/observations", json=batch, headers=keyed("batch-oom"))
     assert retry_while_full.status == 503
-    out_of_memory.client().config_set("maxmemory", 0)
+    full.client().config_set("maxmemory", 0)
     for _ in range(2):
         retry = await client.post("/observations", json=batch, headers=keyed("batch-oom"))
         assert retry.status == 200 and await retry.json() == {"accepted": len(LABS)}
@@ -86,10 +93,12 @@ async def test_out_of_memory_batch_retried_with_its_key_counts_once(
 
 
 async def test_out_of_memory_without_a_key_says_what_was_stored(
-    make_client: ClientFactory, clean_shards: list[RedisServer], out_of_memory: RedisServer
+    make_client: ClientFactory, clean_shards: list[RedisServer],
+    out_of_memory: Callable[[], RedisServer]
 ) -> None:
     client = await make_client()
-    on_victim = [lab for lab in LABS if owner_of(lab, clean_shards) == out_of_memory.name]
+    full = out_of_memory()
+    on_victim = [lab for lab in LABS if owner_of(lab, clean_shards) == full.name]
     resp = await client.post("/observations", json=[obs(lab) for lab in LABS])
     assert resp.status == 503
     body = await resp.json()
@@ -100,7 +109,7 @@ async def test_out_of_memory_without_a_key_says_what_was_stored(
     single = await client.post("/observation", json=obs(on_victim[0]))
     assert single.status == 503 and (await single.json())["error"] == "storage_full"
     metrics = await (await client.get("/metrics")).text()
-    assert f'humtemp_shard_errors_total{{kind="oom",shard="{out_of_memory.name}"}}' in metrics
+    assert f'humtemp_shard_errors_total{{kind="oom",shard="{full.name}"}}' in metrics
 
 
 async def test_hung_shard_retried_with_its_key_counts_once(
@@ -186,7 +195,8 @@ async def test_malformed_keys_get_400_and_store_nothing(
         answer = await resp.json()
         assert answer["error"] == "invalid_idempotency_key"
         assert answer["field"] == "Idempotency-Key"
-    assert not any(s.client().keys("*") for s in clean_shards)
+    assert not any(s.client().keys("humtemp:[bik]:*") for s in clean_shards), \
+        "no bucket, lab index or key record anywhere"
 
 
 async def test_the_longest_key_and_a_quoted_key_are_accepted(client: TestClient) -> None:

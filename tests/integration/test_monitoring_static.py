@@ -22,6 +22,8 @@ ALERT_NAMES = {
     "HumtempP99LatencyHigh",
     "HumtempIngestionStopped",
     "HumtempPendingQueueGrowing",
+    "HumtempShardReset",
+    "HumtempShardMemoryHigh",
 }
 # Every metric family of CONTRACT.md must be on the dashboard.
 CONTRACT_METRICS = {
@@ -37,6 +39,8 @@ CONTRACT_METRICS = {
     "humtemp_shard_pending_observations",
     "humtemp_shard_errors_total",
     "humtemp_shard_reroutes_total",
+    "humtemp_shard_resets_total",
+    "humtemp_shard_memory_used_ratio",
     "humtemp_read_fanout_duration_seconds",
     "humtemp_build_info",
     "process_cpu_seconds_total",
