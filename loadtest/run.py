@@ -120,7 +120,11 @@ def locust_command(args: argparse.Namespace, host: str, out: Path) -> list[str]:
     if args.token:
         cmd += ["--ht-token", args.token]
     if args.processes > 0:
-        cmd += ["--processes", str(args.processes)]
+        # a port of our own: on Locust's default 5557 the workers of two runs on one
+        # machine would join whichever master bound it first
+        port = str(cluster.free_port())
+        cmd += ["--processes", str(args.processes), "--master-bind-port", port,
+                "--master-port", port]
     return cmd + [CLASSES[n] for n in names]
 
 
