@@ -64,7 +64,8 @@ class _HumtempUser(FastHttpUser):
         headers = {"Content-Type": ctype, **self._auth()}
         if keyed:
             headers["Idempotency-Key"] = uuid.uuid4().hex
-        policy = STATE.scenario.retry if keyed else NO_RETRY
+        retried = keyed or STATE.scenario.blind_retries
+        policy = STATE.scenario.retry if retried else NO_RETRY
         data = body.encode()  # a retry sends the very same bytes
         keys = STATE.ledger.begin(batch, STATE.clock.bucket_of)
         write = Attempts()

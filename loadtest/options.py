@@ -40,6 +40,9 @@ FLAGS: list[tuple[str, type, Any, str]] = [
      "attempts per keyed write in all: a 5xx, connection error or timeout is retried with "
      "the same key and body, after Retry-After (1 = never retry)"),
     ("retry-seconds", float, 60.0, "no retry of a keyed write starts later than this"),
+    ("blind-retries", str, "false",
+     "retry writes without a key too, as a naive client would: a negative control that "
+     "shows the double counting keys prevent"),
     ("recovered-ok", str, "false",
      "a failed attempt whose write a retry stored later does not make Locust exit 1 "
      "(true for fault-injection runs)"),
@@ -80,6 +83,7 @@ class Scenario:
     read_token: str
     keyed: frozenset[str]
     retry: RetryPolicy
+    blind_retries: bool
     recovered_ok: bool
 
     @classmethod
@@ -100,6 +104,7 @@ class Scenario:
             read_token=str(opts.ht_read_token or opts.ht_token or ""),
             keyed=parse_keys(opts.ht_keys),
             retry=RetryPolicy(max(1, int(opts.ht_retries)), float(opts.ht_retry_seconds)),
+            blind_retries=_true(opts.ht_blind_retries),
             recovered_ok=_true(opts.ht_recovered_ok),
         )
 

@@ -83,6 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="attempts per keyed write in all (default 30)")
     p.add_argument("--retry-seconds", type=float, default=60.0,
                    help="no retry of a keyed write starts later than this (default 60)")
+    p.add_argument("--blind-retries", action="store_true",
+                   help="retry writes without a key too (with --keys none: the negative "
+                        "control, whose retries double-count)")
     p.add_argument("--out", type=Path, default=HERE / "results",
                    help="report.json, report.png, Locust CSV/JSON, logs (default loadtest/results)")
     args = p.parse_args(argv)
@@ -115,6 +118,8 @@ def locust_command(args: argparse.Namespace, host: str, out: Path) -> list[str]:
            "--ht-mix", mix, "--ht-verify-file", str(out / "verification.json"),
            "--ht-keys", args.keys, "--ht-retries", str(args.retries),
            "--ht-retry-seconds", str(args.retry_seconds)]
+    if args.blind_retries:
+        cmd += ["--ht-blind-retries", "true"]
     if args.faults:  # failed attempts that a retry stored later do not fail the run
         cmd += ["--ht-recovered-ok", "true"]
     if args.token:
