@@ -5,7 +5,9 @@ or by tag (`--tags sensor`, `--tags write`, `--exclude-tags ndjson`); tune them 
 `--ht-*` flags or HUMTEMP_LT_* env vars (`locust --help` lists them).  Every acknowledged
 write is recorded per (lab, bucket); at test stop the master (or the single process)
 gathers the workers' records and checks them against `GET /summary/lab` and `GET /summary`.
-A mismatch is logged lab by lab and makes Locust exit 1.
+A mismatch is logged lab by lab and makes Locust exit 1.  Gateway batches (all writes
+with `--ht-keys all`) carry an Idempotency-Key and are retried with it on 5xx, connection
+errors and timeouts; the ledger counts each once, with its final outcome.
 """
 
 from __future__ import annotations
