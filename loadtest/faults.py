@@ -79,10 +79,10 @@ def _undo(fault: Fault, shard: Shard) -> str:
 
 
 def inject(faults: list[Fault], shards: list[Shard], t0: float, done: threading.Event,
-           say: Callable[[str], None]) -> list[dict[str, Any]]:
+           say: Callable[[str], None], timeline: list[dict[str, Any]]) -> None:
     """Run `faults` against `shards`, timed from `t0` (monotonic); stop early once `done`
-    is set. Returns what happened, with times in seconds after `t0`."""
-    timeline: list[dict[str, Any]] = []
+    is set. Appends what happened to `timeline`, times in seconds after `t0`; a fault
+    that could not be injected says why there and does not stop the others."""
     for fault in faults:
         shard = shards[fault.shard]
         entry: dict[str, Any] = {"kind": fault.kind, "shard": fault.shard, "port": shard.port,
@@ -97,9 +97,11 @@ def inject(faults: list[Fault], shards: list[Shard], t0: float, done: threading.
             say(f"fault: shard {fault.shard} (port {shard.port}) {_begin(fault, shard)} "
                 f"for {fault.seconds:g} s")
             done.wait(fault.seconds)
+        except OSError as exc:
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+            say(f"fault: {fault.kind} on shard {fault.shard} failed: {entry['error']}")
         finally:
             what = _undo(fault, shard)
             entry["ended_s"] = round(time.monotonic() - t0, 3)
             say(f"fault: shard {fault.shard} {what} after "
                 f"{entry['ended_s'] - entry['started_s']:.1f} s")
-    return timeline

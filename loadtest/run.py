@@ -155,8 +155,8 @@ def run_locust(args: argparse.Namespace, dep: cluster.Deployment | None, host: s
                          daemon=True).start()
     timeline: list[dict[str, Any]] = []
     t0 = time.monotonic()
-    injector = threading.Thread(
-        target=lambda: timeline.extend(faults.inject(args.faults, shards, t0, done, say)))
+    injector = threading.Thread(target=faults.inject,
+                                args=(args.faults, shards, t0, done, say, timeline))
     if args.faults:
         injector.start()
     try:

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import threading
+import time
+from types import SimpleNamespace
 
 import pytest
 
-from loadtest.faults import Fault, plan, window
+from loadtest.faults import Fault, inject, plan, window
 from loadtest.ledger import Ledger
 from loadtest.retry import (
     NO_RETRY,
@@ -93,6 +97,39 @@ def test_fault_windows_parse_and_overlapping_faults_are_refused() -> None:
     assert plan(None, None, 0) == []
     with pytest.raises(ValueError, match="overlaps"):
         plan((3.0, 2.0), (4.0, 2.0), 0)
+
+
+class FakeShard:
+    """Records the signals and Redis commands a fault sends (no process, no Redis)."""
+
+    port = 1
+
+    def __init__(self) -> None:
+        self.calls: list[object] = []
+        self.proc = SimpleNamespace(send_signal=self.calls.append)
+
+    def command(self, *args: str) -> str:
+        self.calls.append(" ".join(args[2:]))
+        return "+OK"
+
+
+def test_faults_are_undone_in_time_and_when_the_run_ends_first() -> None:
+    shard, said, timeline = FakeShard(), [], []
+    faults = [Fault("stop", 0.0, 0.05, 0), Fault("oom", 0.1, 0.05, 0)]
+    inject(faults, [shard], time.monotonic(), threading.Event(), said.append, timeline)
+    assert shard.calls == [signal.SIGSTOP, signal.SIGCONT, "maxmemory-policy noeviction",
+                           "maxmemory 1", "maxmemory 0"]
+    assert [e["kind"] for e in timeline] == ["stop", "oom"] and len(said) == 4
+    assert all(0.04 <= e["ended_s"] - e["started_s"] < 1 for e in timeline)
+
+    done, shard, timeline = threading.Event(), FakeShard(), []
+    threading.Timer(0.05, done.set).start()
+    started = time.monotonic()
+    inject([Fault("stop", 0.0, 30.0, 0), Fault("oom", 40.0, 1.0, 0)], [shard], started, done,
+           said.append, timeline)
+    assert time.monotonic() - started < 5  # the run's end cut the 30 s fault short
+    assert shard.calls == [signal.SIGSTOP, signal.SIGCONT]
+    assert "skipped" in timeline[1] and "started_s" not in timeline[1]
 
 
 def test_runner_forgives_only_recovered_attempts_and_only_in_fault_runs() -> None:
