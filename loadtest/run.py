@@ -5,8 +5,8 @@
 
 Starts N redis-server shards and `humtemp serve --workers M` on free loopback ports,
 waits for /readyz, runs Locust (`--processes`), writes report.json and report.png
-into --out, stops everything it started, and exits non-zero on any request failure,
-Locust error or verification mismatch.
+into --out, stops everything it started, and exits non-zero on any request failure
+(in a fault run: any not retried to success), Locust error or verification mismatch.
 
     python -m loadtest.run --shards 3 --workers 2 --users 50 --scenario gateway \
         --run-time 40s --fault-stop 8:4 --fault-oom 20:4
