@@ -33,7 +33,7 @@ def _payload(labs: list[str], bucket: int) -> bytes:
     rows: list[object] = []
     for lab in labs:
         rows += [lab, 1, 20.5, 45.0, 20.5, 20.5, 45.0, 45.0]
-    return msgspec.msgpack.encode([[str(bucket), int(time.time()) + 86400, rows]])
+    return msgspec.msgpack.encode([[[str(bucket), int(time.time()) + 86400, rows]], []])
 
 
 def measure(calls: int, per_call: list[int], aof: bool) -> list[tuple[str, float, float]]:

@@ -2,7 +2,9 @@
 
 Every acknowledged (2xx) write is added here; writes whose outcome is unknown
 (in flight when the run stopped, timeouts, 5xx) are counted as *uncertain* so
-verification can bound instead of falsely failing.  Ledgers are plain dicts on
+verification can bound instead of falsely failing.  A write retried with its
+Idempotency-Key is settled once, with its final outcome; how the retries went is
+counted in `retries`.  Ledgers are plain dicts on
 the wire so Locust workers can ship them to the master and the master can merge.
 """
 
@@ -11,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from loadtest.retry import RetryStats
 
 Key = tuple[str, int]  # (lab_id, bucket_start)
 
@@ -37,6 +41,7 @@ class Ledger:
 
     tallies: dict[Key, Tally] = field(default_factory=dict)
     in_flight: dict[Key, int] = field(default_factory=dict)
+    retries: RetryStats = field(default_factory=RetryStats)
 
     def _tally(self, key: Key) -> Tally:
         tally = self.tallies.get(key)
@@ -84,6 +89,7 @@ class Ledger:
             self._tally(key).merge(tally)
         for key, n in other.in_flight.items():
             self.in_flight[key] = self.in_flight.get(key, 0) + n
+        self.retries.merge(other.retries)
 
     def acknowledged(self) -> int:
         return sum(t.count for t in self.tallies.values())
@@ -95,7 +101,7 @@ class Ledger:
             for (lab, bucket), t in self.tallies.items()
         ]
         flight = [[lab, bucket, n] for (lab, bucket), n in self.in_flight.items()]
-        return {"tallies": rows, "in_flight": flight}
+        return {"tallies": rows, "in_flight": flight, "retries": self.retries.to_wire()}
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> Ledger:
@@ -104,4 +110,5 @@ class Ledger:
             ledger.tallies[(lab, int(bucket))] = Tally(int(count), st, sh, int(unc))
         for lab, bucket, n in data.get("in_flight", []):
             ledger.in_flight[(lab, int(bucket))] = int(n)
+        ledger.retries = RetryStats.from_wire(data.get("retries", {}))
         return ledger

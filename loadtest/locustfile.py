@@ -5,7 +5,9 @@ or by tag (`--tags sensor`, `--tags write`, `--exclude-tags ndjson`); tune them 
 `--ht-*` flags or HUMTEMP_LT_* env vars (`locust --help` lists them).  Every acknowledged
 write is recorded per (lab, bucket); at test stop the master (or the single process)
 gathers the workers' records and checks them against `GET /summary/lab` and `GET /summary`.
-A mismatch is logged lab by lab and makes Locust exit 1.
+A mismatch is logged lab by lab and makes Locust exit 1.  Gateway batches (all writes
+with `--ht-keys all`) carry an Idempotency-Key and are retried with it on 5xx, connection
+errors and timeouts; the ledger counts each once, with its final outcome.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import json
 import logging
 import random
 import sys
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import gevent
 from locust import FastHttpUser, constant, constant_pacing, events, tag, task
 from locust.runners import MasterRunner, WorkerRunner
 
@@ -27,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).absolute().parent.parent))
 from loadtest import distributed, options
 from loadtest.ledger import Ledger
 from loadtest.options import Scenario
+from loadtest.retry import NO_RETRY, REJECTED, STORED, UNKNOWN, Attempt, Attempts
 from loadtest.workload import lab_name, observation
 
 log = logging.getLogger("humtemp.loadtest")
@@ -52,19 +58,37 @@ class _HumtempUser(FastHttpUser):
     def _random_lab(self) -> str:
         return lab_name(STATE.scenario.prefix, self._rng().randrange(STATE.scenario.labs))
 
-    def _post(self, path: str, body: str, ctype: str, batch: list[dict], name: str) -> None:
-        """POST, record acknowledged observations, fail the sample otherwise."""
+    def _post(self, path: str, body: str, ctype: str, batch: list[dict], name: str,
+              scenario: str) -> None:
+        """POST, retried if keyed; record the write in the ledger once, with its final
+        outcome. Every attempt is a Locust sample; a failed one is a failure."""
+        keyed = scenario in STATE.scenario.keyed
+        headers = {"Content-Type": ctype, **self._auth()}
+        if keyed:
+            headers["Idempotency-Key"] = uuid.uuid4().hex
+        retried = keyed or STATE.scenario.blind_retries
+        policy = STATE.scenario.retry if retried else NO_RETRY
+        data = body.encode()  # a retry sends the very same bytes
         keys = STATE.ledger.begin(batch, STATE.clock.bucket_of)
-        outcome = "unknown"
+        write = Attempts()
+        started = time.monotonic()
         try:
-            with self.client.post(path, data=body, headers={"Content-Type": ctype, **self._auth()},
-                                  name=name, catch_response=True) as resp:
-                outcome = _judge(resp, path, len(batch))
-        finally:
-            STATE.ledger.settle(keys, batch, outcome)
+            while True:
+                write.start()
+                with self.client.post(path, data=data, headers=headers, name=name,
+                                      catch_response=True) as resp:
+                    attempt = _judge(resp, path, len(batch))
+                write.record(attempt)
+                wait = policy.delay(attempt, write.sent, time.monotonic() - started)
+                if wait is None:
+                    break
+                gevent.sleep(wait)
+        finally:  # also when the run stops mid-retry: then the outcome stays unknown
+            STATE.ledger.settle(keys, batch, write.outcome)
+            STATE.ledger.retries.add(write)
 
 
-def _judge(resp: Any, path: str, n: int) -> str:
+def _judge(resp: Any, path: str, n: int) -> Attempt:
     status = resp.status_code or 0
     if 200 <= status < 300:
         expected: Any = None if path == "/observation" else {"accepted": n}
@@ -73,11 +97,22 @@ def _judge(resp: Any, path: str, n: int) -> str:
         except Exception:
             body = "<not json>"
         if body == expected:
-            return "stored"
+            return Attempt(STORED, status)
         resp.failure(f"2xx with unexpected body {str(body)[:200]}")
-        return "unknown"
+        return Attempt(UNKNOWN, status, "unexpected_body")
     resp.failure(f"HTTP {status}: {(resp.text or '')[:200]}")
-    return "rejected" if 400 <= status < 500 else "unknown"
+    outcome = REJECTED if 400 <= status < 500 else UNKNOWN
+    return Attempt(outcome, status, _error_code(resp),
+                   (resp.headers or {}).get("Retry-After"))
+
+
+def _error_code(resp: Any) -> str:
+    """The `error` field of a JSON error body, or "" (no answer, or not our JSON)."""
+    try:
+        body = resp.json()
+    except Exception:
+        return ""
+    return str(body.get("error", "")) if isinstance(body, dict) else ""
 
 
 class SensorUser(_HumtempUser):
@@ -92,7 +127,8 @@ class SensorUser(_HumtempUser):
     @task
     def post_observation(self) -> None:
         obs = observation(self.lab, self._rng(), STATE.scenario.jitter)
-        self._post("/observation", json.dumps(obs), "application/json", [obs], "/observation")
+        self._post("/observation", json.dumps(obs), "application/json", [obs], "/observation",
+                   "sensor")
 
 
 class GatewayUser(_HumtempUser):
@@ -110,7 +146,7 @@ class GatewayUser(_HumtempUser):
     def post_json_batch(self) -> None:
         batch = self._batch()
         self._post("/observations", json.dumps(batch), "application/json", batch,
-                   "/observations [json]")
+                   "/observations [json]", "gateway")
 
     @tag("gateway", "write", "batch", "ndjson")
     @task
@@ -118,7 +154,7 @@ class GatewayUser(_HumtempUser):
         batch = self._batch()
         body = "\n".join(json.dumps(o) for o in batch) + "\n"
         self._post("/observations", body, "application/x-ndjson", batch,
-                   "/observations [ndjson]")
+                   "/observations [ndjson]", "gateway")
 
 
 class DashboardUser(_HumtempUser):

@@ -6,6 +6,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from loadtest.retry import RetryPolicy
+
 DEFAULT_MIX = "sensor=8,gateway=1,dashboard=1"
 
 
@@ -32,7 +34,22 @@ FLAGS: list[tuple[str, type, Any, str]] = [
      "lab-buckets also checked one by one via /summary/lab (0 = all); every lab is "
      "checked via /summary/detail and /summary regardless"),
     ("verify-file", str, "", "write the verification result as JSON here"),
+    ("keys", str, "gateway",
+     "which writes carry an Idempotency-Key (and are retried): gateway, all or none"),
+    ("retries", int, 30,
+     "attempts per keyed write in all: a 5xx, connection error or timeout is retried with "
+     "the same key and body, after Retry-After (1 = never retry)"),
+    ("retry-seconds", float, 60.0, "no retry of a keyed write starts later than this"),
+    ("blind-retries", str, "false",
+     "retry writes without a key too, as a naive client would: a negative control that "
+     "shows the double counting keys prevent"),
+    ("recovered-ok", str, "false",
+     "a failed attempt whose write a retry stored later does not make Locust exit 1 "
+     "(true for fault-injection runs)"),
 ]
+
+KEYED = {"gateway": frozenset({"gateway"}), "all": frozenset({"sensor", "gateway"}),
+         "none": frozenset()}
 
 
 def add_arguments(parser: Any) -> None:
@@ -64,6 +81,10 @@ class Scenario:
     verify_labs: int
     token: str
     read_token: str
+    keyed: frozenset[str]
+    retry: RetryPolicy
+    blind_retries: bool
+    recovered_ok: bool
 
     @classmethod
     def from_options(cls, opts: Any) -> Scenario:
@@ -76,12 +97,27 @@ class Scenario:
             weights=parse_mix(opts.ht_mix),
             prefix=str(opts.ht_prefix),
             jitter=int(opts.ht_jitter),
-            verify=str(opts.ht_verify).lower() not in ("0", "false", "no", "off"),
+            verify=_true(opts.ht_verify),
             verify_file=str(opts.ht_verify_file or ""),
             verify_labs=int(opts.ht_verify_labs),
             token=str(opts.ht_token or ""),
             read_token=str(opts.ht_read_token or opts.ht_token or ""),
+            keyed=parse_keys(opts.ht_keys),
+            retry=RetryPolicy(max(1, int(opts.ht_retries)), float(opts.ht_retry_seconds)),
+            blind_retries=_true(opts.ht_blind_retries),
+            recovered_ok=_true(opts.ht_recovered_ok),
         )
+
+
+def _true(text: Any) -> bool:
+    return str(text).lower() not in ("0", "false", "no", "off")
+
+
+def parse_keys(text: str) -> frozenset[str]:
+    """--ht-keys: the scenarios whose writes carry an Idempotency-Key."""
+    if text not in KEYED:
+        raise ValueError(f"--ht-keys: {text!r} is not one of {sorted(KEYED)}")
+    return KEYED[text]
 
 
 def parse_mix(text: str) -> dict[str, int]:

@@ -5,8 +5,15 @@
 
 Starts N redis-server shards and `humtemp serve --workers M` on free loopback ports,
 waits for /readyz, runs Locust (`--processes`), writes report.json and report.png
-into --out, stops everything it started, and exits non-zero on any request failure,
-Locust error or verification mismatch.
+into --out, stops everything it started, and exits non-zero on any request failure
+(in a fault run: any not retried to success), Locust error or verification mismatch.
+
+    python -m loadtest.run --shards 3 --workers 2 --users 50 --scenario gateway \
+        --run-time 40s --fault-stop 8:4 --fault-oom 20:4
+
+also stops shard 0 (SIGSTOP) 8 s into the run for 4 s, and makes it run out of
+memory 20 s in for 4 s: gateways retry every 503 with their Idempotency-Key, and
+the run then demands that every acknowledged observation is counted exactly once.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from humtemp.extras import require_modules
-from loadtest import cluster, report
+from loadtest import cluster, faults, report
+from loadtest.options import KEYED
 
 HERE = Path(__file__).resolve().parent
 CLASSES = {"sensor": "SensorUser", "gateway": "GatewayUser", "dashboard": "DashboardUser"}
@@ -63,9 +71,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--inject-data-loss", type=float, default=0.0, metavar="SECONDS",
                    help="FLUSHALL shard 0 this many seconds after data first reached it "
                         "(proves verification can fail)")
+    p.add_argument("--fault-stop", type=faults.window, metavar="START:SECONDS",
+                   help="SIGSTOP shard --fault-shard START s after Locust started, SIGCONT it "
+                        "SECONDS later (a hung shard)")
+    p.add_argument("--fault-oom", type=faults.window, metavar="START:SECONDS",
+                   help="make shard --fault-shard refuse writes as out of memory (maxmemory 1, "
+                        "noeviction) START s after Locust started, for SECONDS")
+    p.add_argument("--fault-shard", type=int, default=0, help="the shard the faults hit")
+    p.add_argument("--keys", choices=sorted(KEYED), default="gateway",
+                   help="writes sent with an Idempotency-Key and retried (default gateway)")
+    p.add_argument("--retries", type=int, default=30,
+                   help="attempts per keyed write in all (default 30)")
+    p.add_argument("--retry-seconds", type=float, default=60.0,
+                   help="no retry of a keyed write starts later than this (default 60)")
+    p.add_argument("--blind-retries", action="store_true",
+                   help="retry writes without a key too (with --keys none: the negative "
+                        "control, whose retries double-count)")
     p.add_argument("--out", type=Path, default=HERE / "results",
                    help="report.json, report.png, Locust CSV/JSON, logs (default loadtest/results)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    try:
+        args.faults = faults.plan(args.fault_stop, args.fault_oom, args.fault_shard)
+    except ValueError as exc:
+        p.error(str(exc))
+    if args.faults and args.host:
+        p.error("--fault-stop/--fault-oom need the shards this runner starts (not --host)")
+    if args.faults and not 0 <= args.fault_shard < args.shards:
+        p.error(f"--fault-shard {args.fault_shard}: there are {args.shards} shards")
+    return args
 
 
 def locust_command(args: argparse.Namespace, host: str, out: Path) -> list[str]:
@@ -83,11 +116,21 @@ def locust_command(args: argparse.Namespace, host: str, out: Path) -> list[str]:
            "--ht-sensor-pacing", str(args.sensor_pacing),
            "--ht-gateway-pacing", str(args.gateway_pacing),
            "--ht-dashboard-pacing", str(args.dashboard_pacing),
-           "--ht-mix", mix, "--ht-verify-file", str(out / "verification.json")]
+           "--ht-mix", mix, "--ht-verify-file", str(out / "verification.json"),
+           "--ht-keys", args.keys, "--ht-retries", str(args.retries),
+           "--ht-retry-seconds", str(args.retry_seconds)]
+    if args.blind_retries:
+        cmd += ["--ht-blind-retries", "true"]
+    if args.faults:  # failed attempts that a retry stored later do not fail the run
+        cmd += ["--ht-recovered-ok", "true"]
     if args.token:
         cmd += ["--ht-token", args.token]
     if args.processes > 0:
-        cmd += ["--processes", str(args.processes)]
+        # a port of our own: on Locust's default 5557 the workers of two runs on one
+        # machine would join whichever master bound it first
+        port = str(cluster.free_port())
+        cmd += ["--processes", str(args.processes), "--master-bind-port", port,
+                "--master-port", port]
     return cmd + [CLASSES[n] for n in names]
 
 
@@ -111,16 +154,50 @@ def run_locust(args: argparse.Namespace, dep: cluster.Deployment | None, host: s
     if args.inject_data_loss and shards:
         threading.Thread(target=_lose_data, args=(shards[0], args.inject_data_loss, done),
                          daemon=True).start()
+    timeline: list[dict[str, Any]] = []
     t0 = time.monotonic()
-    with (out / "locust.log").open("wb") as log:
-        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
-    wall = time.monotonic() - t0
-    done.set()
+    injector = threading.Thread(target=faults.inject,
+                                args=(args.faults, shards, t0, done, say, timeline))
+    if args.faults:
+        injector.start()
+    try:
+        with (out / "locust.log").open("wb") as log:
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                check=False).returncode
+    finally:
+        wall = time.monotonic() - t0
+        done.set()  # a fault still on is undone now, before the deployment stops
+        if injector.is_alive():
+            injector.join()
     redis_cpu = [after - before for before, after in
                  zip(redis_before, (s.cpu_seconds() for s in shards), strict=True)]
     return {"locust_exit_code": rc, "wall_s": wall, "redis_cpu_s": redis_cpu,
             "humtemp_cpu_s": cluster.cpu_seconds_tree(dep.server if dep else None) - server_before,
-            "command": shown}
+            "command": shown, "faults": timeline}
+
+
+def retry_outcome(args: argparse.Namespace, failures: int, verification: dict[str, Any] | None,
+                  timeline: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the retries did, and which failed requests the run forgives.
+
+    Without faults every failed request fails the run. With faults a failed attempt of
+    a keyed write that a retry stored later is expected (it is what the faults are
+    for); any other failed request, and any write never acknowledged, fails the run.
+    If every write scenario of the run sends keys, counts must also equal
+    acknowledgements exactly (`exactly_once`)."""
+    retries = (verification or {}).get("retries") or {}
+    recovered = retries.get("failed_attempts_recovered", 0) if args.faults else 0
+    writers = {n for n in args.scenario.split(",") if n in ("sensor", "gateway")}
+    return {
+        "faults": timeline,
+        "retries": retries,
+        "failed_attempts_by_code": retries.get("errors", {}),
+        "failures_recovered": recovered,
+        "failures_unrecovered": failures - recovered,
+        "exactly_once": bool(verification and verification.get("exactly_once")),
+        "exactly_once_required": bool(args.faults and writers
+                                      and writers <= KEYED[args.keys]),
+    }
 
 
 def build_report(args: argparse.Namespace, run: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -141,9 +218,12 @@ def build_report(args: argparse.Namespace, run: dict[str, Any], out: Path) -> di
                                        if stats["requests"] else None),
         "config": {k: str(v) for k, v in vars(args).items() if k != "token"},
         "locust_command": run["command"],
+        **retry_outcome(args, stats["failures"], verification, run["faults"]),
     }
     rep["ok"] = bool(run["locust_exit_code"] == 0 and stats["requests"] > 0
-                     and stats["failures"] == 0 and verification and verification["ok"])
+                     and rep["failures_unrecovered"] == 0 and verification
+                     and verification["ok"]
+                     and (rep["exactly_once"] or not rep["exactly_once_required"]))
     (out / "report.json").write_text(json.dumps(rep, indent=2))
     history = report.read_history(out / "locust_stats_history.csv")
     target = args.host or f"{args.shards} shards, {args.workers} humtemp workers"
@@ -187,6 +267,13 @@ def main(argv: list[str] | None = None) -> int:
         f" ({len(v.get('mismatches', []))} mismatches, errors: {v.get('errors', 'no result')})")
     for m in v.get("mismatches", [])[:10]:
         say(f"  off: {m}")
+    r = rep["retries"]
+    if r:
+        say(f"writes: {r['writes']}, retried {r['retried']}, recovered {r['recovered']}, "
+            f"never acknowledged {r['given_up']}; failed attempts {r['failed_attempts']} "
+            f"({rep['failures_unrecovered']} not forgiven), by code {r['errors']}")
+    say(f"exactly once: {'yes' if rep['exactly_once'] else 'no'}"
+        f"{' (required)' if rep['exactly_once_required'] else ''}")
     say(f"report: {out / 'report.json'}, plot: {out / 'report.png'}; "
         f"locust log: {out / 'locust.log'}")
     say("OK" if rep["ok"] else "FAILED")

@@ -7,7 +7,9 @@ no shard missing) and `GET /summary?offset=K` (the original API: same averages);
 neither may list a lab of this run's prefix that was never written.  Up to
 `lab_sample` of them (all, in small runs) are also read one by one through
 `GET /summary/lab?lab_id=X&offset=K`.  Writes with an unknown outcome turn the
-exact check into a bound for that lab.
+exact check into a bound for that lab; `exactly_once` says there were none, so every
+acknowledged observation was counted exactly once (what a run with keyed, retried
+writes must show even when shards failed under it).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class Verification:
     acknowledged: int = 0
     stored: int = 0
     uncertain: int = 0
+    exactly_once: bool = False
+    retries: dict[str, Any] = field(default_factory=dict)
     mismatches: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -56,7 +60,8 @@ class Verification:
         head = (
             f"verification {'PASSED' if self.ok else 'FAILED'}: {self.labs_checked} lab-buckets,"
             f" {self.acknowledged} acknowledged, {self.stored} stored,"
-            f" {self.uncertain} uncertain, {len(self.mismatches)} mismatches"
+            f" {self.uncertain} uncertain, {len(self.mismatches)} mismatches,"
+            f" exactly once: {'yes' if self.exactly_once else 'no'}"
         )
         out = [head] + [f"  off: {m}" for m in self.mismatches[:limit]]
         if len(self.mismatches) > limit:
@@ -175,6 +180,7 @@ def verify(ledger: Ledger, client: SummaryClient, prefix: str, lab_sample: int =
     ledger.close()
     result = Verification(acknowledged=ledger.acknowledged())
     result.uncertain = sum(t.uncertain for t in ledger.tallies.values())
+    result.retries = ledger.retries.to_wire()
     if not ledger.tallies:
         result.ok = False
         result.errors.append("nothing was acknowledged: there is nothing to verify")
@@ -198,6 +204,8 @@ def verify(ledger: Ledger, client: SummaryClient, prefix: str, lab_sample: int =
     except Exception as exc:  # network or protocol error: verification did not pass
         result.ok = False
         result.errors.append(f"{type(exc).__name__}: {exc}")
+    result.exactly_once = (result.ok and result.uncertain == 0
+                           and result.stored == result.acknowledged)
     return result
 
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from loadtest.cluster import free_port
 from loadtest.fake_service import FakeService, serve
 from loadtest.ledger import Ledger
 from loadtest.options import prefix_for_test
@@ -41,10 +42,11 @@ def test_verify_passes_on_exact_data_and_names_labs_that_lost_data() -> None:
         ok = verify(ledger, HttpSummaryClient(url), "t1-")
         assert ok.ok, ok.lines()
         assert (ok.labs_checked, ok.acknowledged, ok.stored) == (10, 300, 300)
+        assert ok.exactly_once
 
         fake.data[("t1-003", fake.current(0))][0] -= 1  # the service lost one observation
         bad = verify(Ledger.from_wire(ledger.to_wire()), HttpSummaryClient(url), "t1-")
-        assert not bad.ok
+        assert not bad.ok and not bad.exactly_once
         off = [(m["lab"], m["source"]) for m in bad.mismatches if m["problem"] == "count differs"]
         assert sorted(off) == [("t1-003", "/summary/detail"), ("t1-003", "/summary/lab")]
 
@@ -58,7 +60,9 @@ def test_verify_flags_foreign_labs_and_bounds_uncertain_writes() -> None:
         keys = ledger.begin([obs], BucketClock(0, fake.duration).bucket_of)
         fake.store(obs)  # applied, but the client never saw the answer
         ledger.settle(keys, [obs], "unknown")
-        assert verify(ledger, HttpSummaryClient(url), "t2-").ok
+        bounded = verify(ledger, HttpSummaryClient(url), "t2-")
+        assert bounded.ok and bounded.uncertain == 1
+        assert not bounded.exactly_once  # within bounds, but not proven exactly once
 
         fake.store({**obs, "lab_id": "t2-999"})  # a lab this run never wrote
         res = verify(ledger, HttpSummaryClient(url), "t2-")
@@ -92,12 +96,14 @@ def test_ledger_wire_round_trip_merge_and_percentiles() -> None:
 
 
 def _locust(url: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    port = free_port()  # not Locust's default 5557: another run may hold it
     cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest/locustfile.py"),
            "--headless", "--processes", "2", "-u", "20", "-r", "20", "-t", "4s",
            "--host", url, "--stop-timeout", "5", "--only-summary",
            "--ht-sensor-pacing", "0.2", "--ht-gateway-pacing", "0.2",
            "--ht-dashboard-pacing", "0.5", "--ht-labs", "40", "--ht-batch-size", "10",
-           "--ht-verify-file", str(out), *extra]
+           "--ht-verify-file", str(out), "--master-bind-port", str(port),
+           "--master-port", str(port), *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
 
 
