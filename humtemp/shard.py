@@ -63,6 +63,7 @@ MAX_LABS_PER_CALL = 2000
 """Labs one script call merges at most: a full batch is closed and the next one opened.
 At ~2 µs of Redis CPU per merged lab (docs/benchmarks.md) that keeps a call well under
 the 20 ms that would hold up every other client of the shard."""
+REFUSAL_LOG_SECONDS = 5.0
 STORED, STORED_BEFORE, KEY_CONFLICT = 1, 0, -1
 """What write.lua answers for each keyed part."""
 
@@ -266,6 +267,8 @@ class Shard:
         self._queued = 0  # observations in the open and the full batches
         self._inflight = 0  # observations in the flush under way
         self._max_pending = settings.max_pending
+        self._refusal_logged_at = float("-inf")
+        self._refusals_unlogged = 0
         self._wakeup = asyncio.Event()
         self._closing = False
         self._flusher: asyncio.Task[None] | None = None
@@ -456,7 +459,7 @@ class Shard:
             # An error reply: the script stored nothing (write.lua reads before it writes).
             error = refusal(self.name, str(exc))
             metrics.SHARD_ERRORS.labels(shard=self.name, kind=error.kind).inc()
-            log.warning("shard %s: write refused (%s)", self.name, exc)
+            self._warn_refused(str(exc))
         except (TimeoutError, RedisError, OSError) as exc:
             kind = "timeout" if isinstance(exc, TimeoutError) else "connection"
             metrics.SHARD_ERRORS.labels(shard=self.name, kind=kind).inc()
@@ -477,6 +480,19 @@ class Shard:
         self._flush_time.observe(time.perf_counter() - started)
         self._flush_keys.observe(batch.labs + batch.keyed_labs)
         self._flush_obs.observe(batch.size)
+
+    def _warn_refused(self, reply: str) -> None:
+        """One WARNING per shard per :data:`REFUSAL_LOG_SECONDS`: a full shard refuses
+        every flush, and at thousands of flushes a second one line each would flood the
+        log (the count per kind is in humtemp_shard_errors_total)."""
+        now = time.monotonic()
+        self._refusals_unlogged += 1
+        if now - self._refusal_logged_at < REFUSAL_LOG_SECONDS:
+            return
+        log.warning("shard %s: write refused (%s); %d refused flush(es) since the last line",
+                    self.name, reply, self._refusals_unlogged)
+        self._refusal_logged_at = now
+        self._refusals_unlogged = 0
 
     async def _evalsha(self, conn: AbstractConnection, payload: bytes) -> list[int]:
         command = self._write_command(payload)
