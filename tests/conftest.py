@@ -12,8 +12,39 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from humtemp.app import create_app
-from humtemp.config import Settings, ShardSpec, load_settings
+from humtemp.config import Settings, load_settings
 from tests.support.redis_server import RedisServer
+
+# Test tiers, in one central map keyed by module name or "module::test function" (so a new
+# test file needs no edit to run in the inner loop, and files added concurrently merge
+# without conflicts). What is not listed gets no marker and runs in the inner loop.
+# "slow" (over a few seconds each) is left out of `python -m pytest -m "not slow"`; the
+# other markers select one kind, e.g. `-m helm`. Markers are declared in pyproject.toml.
+TIERS: dict[str, tuple[str, ...]] = {
+    "test_container_image": ("slow", "container"),
+    "test_monitoring_live": ("slow", "prometheus"),
+    "test_bench_smoke": ("slow", "bench"),
+    "test_loadtest_smoke": ("slow", "loadtest"),
+    "test_loadtest_shapes": ("slow", "loadtest"),
+    "test_loadtest_verify": ("loadtest",),
+    "test_processes": ("slow", "subprocess"),
+    "test_helm_chart": ("helm",),
+    "test_kustomize": ("helm",),
+    "test_monitoring_static": ("prometheus",),
+    "test_loadtest_verify::test_distributed_run_gathers_all_workers_and_crosses_buckets":
+        ("slow",),
+    "test_loadtest_verify::test_distributed_run_exits_nonzero_when_service_loses_data":
+        ("slow",),
+    "test_faults::test_schemathesis_finds_no_server_error": ("slow",),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        function = getattr(item, "originalname", item.name)
+        for marker in (*TIERS.get(module, ()), *TIERS.get(f"{module}::{function}", ())):
+            item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")
@@ -47,10 +78,6 @@ def settings_for(servers: list[RedisServer], **overrides: Any) -> Settings:
     base = load_settings(env)
     overrides.setdefault("bucket_offset", now() - base.bucket_duration // 2)
     return dataclasses.replace(base, **overrides)
-
-
-def specs_of(settings: Settings) -> tuple[ShardSpec, ...]:
-    return settings.shards()
 
 
 ClientFactory = Callable[..., Any]
