@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.procs import cpu_seconds
+from humtemp.procstat import cpu_seconds
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from humtemp import __version__
+from humtemp.procstat import proc_stat
 
 # *_created series double the exposition and no dashboard uses them.
 disable_created_metrics()
@@ -98,22 +98,6 @@ BUILD_INFO = Gauge(
 BUILD_INFO.labels(version=__version__).set(1)
 
 _DB_FILE = re.compile(r"_(\d+)\.db$")
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def _proc_usage(pid: int) -> tuple[float, int] | None:
-    """(cpu seconds, resident bytes) of one live process, from /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()
-    cpu = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-    rss = int(fields[21]) * _PAGE_SIZE
-    return cpu, rss
-
-
 class WorkerProcessCollector(Collector):
     """process_cpu_seconds_total and process_resident_memory_bytes over all workers.
 
@@ -138,10 +122,10 @@ class WorkerProcessCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         cpu_total, rss_total = 0.0, 0
         for pid in self._pids():
-            usage = _proc_usage(pid)
+            usage = proc_stat(pid)
             if usage:
-                cpu_total += usage[0]
-                rss_total += usage[1]
+                cpu_total += usage.cpu_seconds
+                rss_total += usage.resident_bytes
         yield CounterMetricFamily(
             "process_cpu_seconds", "User and system CPU seconds of all humtemp processes.",
             value=cpu_total,

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from humtemp.localredis import LocalRedis
 from loadtest import cluster, report
 
 HERE = Path(__file__).resolve().parent
@@ -90,12 +91,13 @@ def locust_command(args: argparse.Namespace, host: str, out: Path) -> list[str]:
     return cmd + [CLASSES[n] for n in names]
 
 
-def _lose_data(shard: cluster.Shard, after: float, done: threading.Event) -> None:
+def _lose_data(shard: LocalRedis, after: float, done: threading.Event) -> None:
     """FLUSHALL `shard` `after` seconds past its first stored key (so loss is certain)."""
-    while not done.is_set() and shard.command("DBSIZE").strip() in (":0", ""):
+    client = shard.client()
+    while not done.is_set() and client.dbsize() == 0:
         time.sleep(0.1)
     if not done.wait(after):
-        say(f"injecting data loss: FLUSHALL on shard 0 -> {shard.command('FLUSHALL')!r}")
+        say(f"injecting data loss: FLUSHALL on shard 0 -> {client.flushall()!r}")
 
 
 def run_locust(args: argparse.Namespace, dep: cluster.Deployment | None, host: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import requests
 
+from humtemp.procstat import children
 from humtemp.shard import AGGREGATE
 from tests.conftest import now, obs
 from tests.support.http import HumtempProcess
@@ -44,14 +46,11 @@ def test_embedded_mode_starts_stops_and_keeps_data(tmp_path: Path) -> None:
 
 
 def _children_of(pid: int) -> str:
+    """Command names of the live children of ``pid``, space-separated."""
     names = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            names.append((stat.parent / "comm").read_text().strip())
+    for child in children(pid):
+        with contextlib.suppress(OSError):  # it exited meanwhile
+            names.append(Path(f"/proc/{child}/comm").read_text().strip())
     return " ".join(names)
 
 
