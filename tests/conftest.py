@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from humtemp.app import create_app
 from humtemp.config import Settings, load_settings
+from tests.support.buckets import mid_bucket_offset
 from tests.support.redis_server import RedisServer
 
 # Test tiers, in one central map keyed by module name or "module::test function" (so a new
@@ -27,7 +28,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_loadtest_smoke": ("slow", "loadtest"),
     "test_loadtest_shapes": ("slow", "loadtest"),
     "test_loadtest_verify": ("loadtest",),
-    "test_processes": ("slow", "subprocess"),
+    "test_processes": ("subprocess",),
     "test_helm_chart": ("helm",),
     "test_kustomize": ("helm",),
     "test_monitoring_static": ("prometheus",),
@@ -72,11 +73,11 @@ def clean_shards(shards: list[RedisServer]) -> list[RedisServer]:
 
 
 def settings_for(servers: list[RedisServer], **overrides: Any) -> Settings:
-    """Settings for these shards. Buckets are aligned so that "now" sits mid-bucket,
-    keeping tests that post now and read offset=0 away from a bucket boundary."""
+    """Settings for these shards, with "now" mid-bucket (tests.support.buckets)."""
     env = {"HUMTEMP_REDIS_URLS": ",".join(s.spec for s in servers)}
     base = load_settings(env)
-    overrides.setdefault("bucket_offset", now() - base.bucket_duration // 2)
+    duration = overrides.get("bucket_duration", base.bucket_duration)
+    overrides.setdefault("bucket_offset", mid_bucket_offset(duration))
     return dataclasses.replace(base, **overrides)
 
 

@@ -1,0 +1,34 @@
+"""Bucket alignment for tests: keep "now" in the middle of a bucket.
+
+A test that writes now and reads bucket offset 0 would fail if a bucket boundary fell
+between the write and the read (with the default day-long buckets aligned to 00:00 UTC,
+around midnight). Aligning buckets so that now is mid-bucket gives a test half a bucket
+either way.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from humtemp.model import Buckets
+
+DAY = 86400
+
+
+def mid_bucket_offset(duration: int = DAY) -> int:
+    """A bucket offset (epoch seconds) that puts now in the middle of a bucket."""
+    return int(time.time()) - duration // 2
+
+
+def mid_bucket_env(duration: int = DAY) -> dict[str, str]:
+    """The same as environment variables, for a humtemp process."""
+    offset = datetime.fromtimestamp(mid_bucket_offset(duration), UTC).isoformat()
+    return {"HUMTEMP_BUCKET_OFFSET": offset, "HUMTEMP_BUCKET_DURATION": str(duration)}
+
+
+def bucket_key(env: dict[str, str], ts: int, prefix: str = "humtemp:") -> str:
+    """The Redis key of the bucket holding ``ts``, for buckets set up by ``mid_bucket_env``."""
+    offset = int(datetime.fromisoformat(env["HUMTEMP_BUCKET_OFFSET"]).timestamp())
+    buckets = Buckets(offset, int(env["HUMTEMP_BUCKET_DURATION"]), 1)
+    return f"{prefix}b:{buckets.start(ts)}"
