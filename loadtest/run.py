@@ -97,7 +97,8 @@ def _lose_data(shard: LocalRedis, after: float, done: threading.Event) -> None:
     while not done.is_set() and client.dbsize() == 0:
         time.sleep(0.1)
     if not done.wait(after):
-        say(f"injecting data loss: FLUSHALL on shard 0 -> {client.flushall()!r}")
+        reply = "+OK" if client.flushall() else "-ERR"
+        say(f"injecting data loss: FLUSHALL on shard 0 -> {reply!r}")
 
 
 def run_locust(args: argparse.Namespace, dep: cluster.Deployment | None, host: str,
