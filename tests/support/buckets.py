@@ -21,10 +21,15 @@ def mid_bucket_offset(duration: int = DAY) -> int:
     return int(time.time()) - duration // 2
 
 
+def mid_bucket_iso(duration: int = DAY) -> str:
+    """The same as HUMTEMP_BUCKET_OFFSET wants it (ISO-8601 with a timezone)."""
+    return datetime.fromtimestamp(mid_bucket_offset(duration), UTC).isoformat()
+
+
 def mid_bucket_env(duration: int = DAY) -> dict[str, str]:
-    """The same as environment variables, for a humtemp process."""
-    offset = datetime.fromtimestamp(mid_bucket_offset(duration), UTC).isoformat()
-    return {"HUMTEMP_BUCKET_OFFSET": offset, "HUMTEMP_BUCKET_DURATION": str(duration)}
+    """The environment of a humtemp process with now mid-bucket."""
+    return {"HUMTEMP_BUCKET_OFFSET": mid_bucket_iso(duration),
+            "HUMTEMP_BUCKET_DURATION": str(duration)}
 
 
 def bucket_key(env: dict[str, str], ts: int, prefix: str = "humtemp:") -> str:

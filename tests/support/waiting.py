@@ -15,14 +15,20 @@ T = TypeVar("T")
 INTERVAL = 0.02
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
-    """Call ``predicate`` until it returns something truthy, and return that."""
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition",
+               ignoring: tuple[type[Exception], ...] = ()) -> T:
+    """Call ``predicate`` until it returns something truthy, and return that. An
+    exception of a type in ``ignoring`` (e.g. OSError: not listening yet) counts as false."""
     deadline = time.monotonic() + timeout
-    while not (result := predicate()):
+    while True:
+        try:
+            if result := predicate():
+                return result
+        except ignoring:
+            pass
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not true after {timeout} s")
         time.sleep(INTERVAL)
-    return result
 
 
 async def async_wait_until(predicate: Callable[[], Awaitable[T]], timeout: float = 10.0,
