@@ -45,11 +45,11 @@ class EarlySignals:
 def _share_metrics_through(directory: str) -> None:
     """Put this worker's metrics in ``directory``, shared with the other workers.
 
-    prometheus-client offers no argument for this: it picks its multiprocess value
-    class once, when ``prometheus_client`` is first imported, and opens the value files,
-    from the environment variable (``prometheus_client.values.get_value_class``). So
-    this is the one place humtemp sets it: in the worker, before anything imports
-    prometheus-client (``humtemp.server`` itself does not).
+    prometheus-client takes no argument for this: it reads the directory from the
+    environment, once when ``prometheus_client`` is first imported (to choose its
+    multiprocess value class, ``prometheus_client.values.get_value_class``) and again
+    whenever a value opens its file. So this is the one place humtemp sets the variable:
+    in the worker, before anything imports prometheus-client (``humtemp.server`` does not).
     """
     if "prometheus_client" in sys.modules:
         raise RuntimeError("prometheus_client imported before the metrics directory was set")

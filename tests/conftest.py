@@ -42,7 +42,8 @@ TIERS: dict[str, tuple[str, ...]] = {
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        module = getattr(item, "module", None)
+        module = module.__name__.rsplit(".", 1)[-1] if module else ""
         function = getattr(item, "originalname", item.name)
         for marker in (*TIERS.get(module, ()), *TIERS.get(f"{module}::{function}", ())):
             item.add_marker(marker)
