@@ -34,7 +34,7 @@ class WrkResult:
     non_2xx: int
     socket_errors: int
     cpu_s: dict[str, float] = field(default_factory=dict)  # "<role>:<pid>" -> CPU seconds
-    redis_cpu_s: float = 0.0  # INFO cpu delta over every shard
+    redis_cpu_s: float = 0.0  # /proc CPU delta over every shard
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
