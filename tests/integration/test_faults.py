@@ -251,9 +251,10 @@ async def test_batch_for_a_full_shard_stores_no_part_anywhere(
               for lab in fillers]
 
     async def queue_full() -> bool:
+        """Three admitted (one in flight, two queued), the fourth already answered 503."""
         metrics = await (await client.get("/metrics")).text()
-        pending = "humtemp_shard_pending_observations"
-        return metric_value(metrics, pending, shard=full.name) == 3
+        pending = metric_value(metrics, "humtemp_shard_pending_observations", shard=full.name)
+        return pending == 3 and any(request.done() for request in queued)
 
     await async_wait_until(queue_full, what="the stalled shard's queue full")
     resp = await client.post("/observations", json=batch)
