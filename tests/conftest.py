@@ -36,6 +36,8 @@ TIERS: dict[str, tuple[str, ...]] = {
         ("slow",),
     "test_loadtest_verify::test_distributed_run_exits_nonzero_when_service_loses_data":
         ("slow",),
+    "test_loadtest_verify::test_each_test_of_one_locust_process_gets_its_own_prefix_and_verifies":
+        ("slow",),
     "test_faults::test_schemathesis_finds_no_server_error": ("slow",),
 }
 
