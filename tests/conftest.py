@@ -38,7 +38,9 @@ TIERS: dict[str, tuple[str, ...]] = {
         ("slow",),
     "test_loadtest_verify::test_each_test_of_one_locust_process_gets_its_own_prefix_and_verifies":
         ("slow",),
-    "test_faults::test_schemathesis_finds_no_server_error": ("slow",),
+    "test_faults::test_schemathesis_finds_no_server_error": ("slow", "subprocess"),
+    "test_faults::test_kill9_one_of_three_shards_under_load_loses_nothing_acknowledged":
+        ("subprocess",),
 }
 
 
