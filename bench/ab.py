@@ -21,10 +21,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.procs import free_port, start, stop, wait_http
+from bench.procs import start, stop, wait_http
 from bench.shards import start_shard, total_cpu
 from bench.targets import start_bare
 from bench.wrk import WrkResult, run_wrk
+from humtemp.localredis import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BATCH = 100
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         shards = [start_shard(f"ab{i}", workdir / f"shard{i}", aof=True) for i in range(2)]
         services = {}
         try:
-            urls = ",".join(s.url for s in shards)
+            urls = ",".join(s.spec for s in shards)
             new_env = dict(item.split("=", 1) for item in opts.new_env)
             services = {"old": _serve("old", old_tree, urls, workdir, {}),
                         "new": _serve("new", REPO, urls, workdir, new_env)}

@@ -42,7 +42,7 @@ def measure(calls: int, per_call: list[int], aof: bool) -> list[tuple[str, float
     with tempfile.TemporaryDirectory(prefix="humtemp-rcost-") as tmp:
         shard = start_shard("cost", Path(tmp), aof=aof)
         try:
-            client = shard.client
+            client = shard.client(socket_timeout=30)
             write = client.script_load(WRITE_SCRIPT)
             trivial = client.script_load("return 1")
             bucket = (int(time.time()) // 86400) * 86400

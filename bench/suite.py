@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench.procs import Service
-from bench.shards import Shard, total_cpu
+from bench.shards import total_cpu
 from bench.targets import connections_per_pid, flush_totals
 from bench.wrk import WrkResult, run_wrk
+from humtemp.localredis import LocalRedis
 
 
 @dataclass
@@ -91,7 +92,7 @@ def interleave(
     script_args: list[str],
     connections: int,
     opts: Options,
-    shards: list[Shard],
+    shards: list[LocalRedis],
     midway: dict[str, Callable[[], None]] | None = None,
 ) -> dict[str, list[WrkResult]]:
     """Run wrk on each target in turn, A B A B ... for opts.rounds rounds."""
@@ -134,7 +135,7 @@ def lua_args(opts: Options) -> list[str]:
     return [str(opts.bucket_duration), "0", str(opts.labs), str(opts.batch_size)]
 
 
-def ingest_phase(humtemp: Service, bare: Service, opts: Options, shards: list[Shard]) -> dict:
+def ingest_phase(humtemp: Service, bare: Service, opts: Options, shards: list[LocalRedis]) -> dict:
     """POST /observation, humtemp vs bare, at every connection count."""
     targets = [("humtemp", humtemp), ("bare", bare)]
     by_conn = {}
@@ -161,7 +162,7 @@ def ingest_phase(humtemp: Service, bare: Service, opts: Options, shards: list[Sh
     return {"by_connections": by_conn, "runs": raw}
 
 
-def multiworker_phase(one: Service, many: Service, opts: Options, shards: list[Shard]) -> dict:
+def multiworker_phase(one: Service, many: Service, opts: Options, shards: list[LocalRedis]) -> dict:
     """humtemp --workers 1 vs --workers N, with each worker's CPU and its connections."""
     port = int(many.url.rsplit(":", 1)[1])
     seen: list[dict[str, int]] = []
@@ -200,7 +201,7 @@ def multiworker_phase(one: Service, many: Service, opts: Options, shards: list[S
     }
 
 
-def batch_phase(humtemp: Service, bare: Service, opts: Options, shards: list[Shard]) -> dict:
+def batch_phase(humtemp: Service, bare: Service, opts: Options, shards: list[LocalRedis]) -> dict:
     """POST /observations with opts.batch_size observations per body, humtemp vs bare."""
     runs = interleave(
         [("humtemp", humtemp), ("bare", bare)],
@@ -251,10 +252,10 @@ def _count_labs(service: Service) -> tuple[int, int]:
     return len(json.loads(body)), len(body)
 
 
-def summary_phase(humtemp: Service, opts: Options, shards: list[Shard]) -> dict:
+def summary_phase(humtemp: Service, opts: Options, shards: list[LocalRedis]) -> dict:
     """GET /summary?offset=0 latency with growing numbers of labs spread over every shard."""
     for shard in shards:
-        shard.client.flushall()
+        shard.client().flushall()
     filled = 0
     by_labs = {}
     for labs in sorted(opts.summary_labs):
@@ -263,7 +264,7 @@ def summary_phase(humtemp: Service, opts: Options, shards: list[Shard]) -> dict:
         found, size = _count_labs(humtemp)
         if found != labs:
             raise RuntimeError(f"summary lists {found} labs, {labs} were written")
-        keys = [shard.client.dbsize() for shard in shards]
+        keys = [shard.client().dbsize() for shard in shards]
         result = run_wrk(
             f"summary_{labs}",
             humtemp.url + "/summary?offset=0",

@@ -12,8 +12,8 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from bench.procs import Service, free_port, start, wait_http
-from bench.shards import Shard
+from bench.procs import Service, start, wait_http
+from humtemp.localredis import LocalRedis, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,14 +37,14 @@ def humtemp_command(port: int, workers: int) -> list[str]:
 
 
 def start_humtemp(
-    name: str, shards: list[Shard], workers: int, workdir: Path, bucket_duration: int
+    name: str, shards: list[LocalRedis], workers: int, workdir: Path, bucket_duration: int
 ) -> Service:
     """`humtemp serve --port P --workers N` on `shards`; returns once /readyz says ready."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = _python_env(
         {
-            "HUMTEMP_REDIS_URLS": ",".join(shard.url for shard in shards),
+            "HUMTEMP_REDIS_URLS": ",".join(shard.spec for shard in shards),
             "HUMTEMP_BUCKET_DURATION": str(bucket_duration),
             "HUMTEMP_BUCKET_OFFSET": "1970-01-01T00:00:00+00:00",
             "HUMTEMP_DATA_DIR": str(workdir / "data"),

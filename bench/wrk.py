@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.procs import cpu_seconds
+from humtemp.procstat import cpu_seconds
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 
@@ -34,7 +34,7 @@ class WrkResult:
     non_2xx: int
     socket_errors: int
     cpu_s: dict[str, float] = field(default_factory=dict)  # "<role>:<pid>" -> CPU seconds
-    redis_cpu_s: float = 0.0  # INFO cpu delta over every shard
+    redis_cpu_s: float = 0.0  # /proc CPU delta over every shard
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:

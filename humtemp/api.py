@@ -34,6 +34,7 @@ STATE = web.AppKey("state", dict)
 TALLIES = web.AppKey("tallies", Tallies)
 ACCEPTED = web.AppKey("accepted", CounterTally)
 BATCH_SIZES = web.AppKey("batch_sizes", HistogramTally)
+EXPOSITION = web.AppKey("exposition", metrics.Exposition)
 OPENAPI = resources.files("humtemp").joinpath("openapi.json").read_bytes()
 _NULL = b"null"
 PLAIN_JSON = frozenset({"application/json", "application/json; charset=utf-8",
@@ -282,7 +283,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def get_metrics(request: web.Request) -> web.Response:
     request.app[TALLIES].fold()  # this process's counts are exact in its own answer
-    body, content_type = metrics.exposition()
+    body, content_type = request.app[EXPOSITION].render()
     return web.Response(body=body, headers={**SAFE_HEADERS, "Content-Type": content_type})
 
 

@@ -11,6 +11,7 @@ from humtemp.api import (
     ACCEPTED,
     BATCH_SIZES,
     BUCKETS,
+    EXPOSITION,
     SETTINGS,
     SHARDS,
     STATE,
@@ -23,8 +24,10 @@ from humtemp.store import ShardSet
 from humtemp.tally import Tallies
 
 
-def create_app(settings: Settings, shards: Sequence[ShardSpec] | None = None) -> web.Application:
-    """Build the app; shards default to the configured ones (embedded mode passes its own)."""
+def create_app(settings: Settings, shards: Sequence[ShardSpec] | None = None,
+               exposition: metrics.Exposition | None = None) -> web.Application:
+    """Build the app; shards default to the configured ones (embedded mode passes its own);
+    /metrics answers for this process unless a worker passes the workers' ``exposition``."""
     specs = tuple(shards) if shards is not None else settings.shards()
     # aiohttp enforces client_max_size while reading; we add a clearer 413 on Content-Length.
     app = web.Application(client_max_size=settings.max_body_bytes)
@@ -32,9 +35,10 @@ def create_app(settings: Settings, shards: Sequence[ShardSpec] | None = None) ->
     app[SETTINGS] = settings
     app[BUCKETS] = buckets
     app[STATE] = {"draining": False}
+    app[EXPOSITION] = exposition or metrics.Exposition()
     tallies = app[TALLIES] = Tallies()
     app[ACCEPTED] = tallies.counter(metrics.OBSERVATIONS_ACCEPTED)
-    app[BATCH_SIZES] = tallies.histogram(metrics.BATCH_SIZE, metrics.SIZE_BUCKETS)
+    app[BATCH_SIZES] = tallies.histogram(metrics.BATCH_SIZE)
     app[SHARDS] = ShardSet(specs, settings, buckets, tallies)
 
     async def shard_lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -7,11 +7,10 @@ exit with one clear line before it binds a port.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -240,39 +239,40 @@ OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Every setting humtemp reads; build with :func:`load_settings`."""
+    """Every setting humtemp reads; build with :func:`load_settings` (``load_settings({})``
+    for the defaults). The fields have no defaults of their own: ``OPTIONS`` owns them,
+    and the README table is checked against it (tests/unit/test_config.py)."""
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    redis_urls: tuple[ShardSpec, ...] | None = None
-    redis_host: str | None = None
-    redis_port: int | None = None
-    redis_db: int | None = None
-    data_dir: str = "./humtemp-data"
-    embedded_shards: int = 2
-    bucket_offset: int = 0
-    bucket_duration: int = 86400
-    bucket_retention: int = 2
-    key_prefix: str = "humtemp:"
-    max_body_bytes: int = 1 << 20
-    max_batch_items: int = 10000
-    max_batch_labs: int = 10000
-    redis_connect_timeout: float = 0.5
-    redis_timeout: float = 1.5
-    flush_linger: float = 0.0
-    max_pending: int = 50000
-    on_shard_down: str = "reroute"
-    min_live_shards: int = 1
-    probe_interval: float = 0.5
-    exactly_once: bool = False
-    idempotency_ttl: int = 120
-    ingest_tokens: tuple[str, ...] = ()
-    read_tokens: tuple[str, ...] = ()
-    client_timeout: float = 30.0
-    shutdown_timeout: float = 25.0
-    log_level: str = "info"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    host: str
+    port: int
+    workers: int
+    redis_urls: tuple[ShardSpec, ...] | None
+    redis_host: str | None
+    redis_port: int | None
+    redis_db: int | None
+    data_dir: str
+    embedded_shards: int
+    bucket_offset: int
+    bucket_duration: int
+    bucket_retention: int
+    key_prefix: str
+    max_body_bytes: int
+    max_batch_items: int
+    max_batch_labs: int
+    redis_connect_timeout: float
+    redis_timeout: float
+    flush_linger: float
+    max_pending: int
+    on_shard_down: str
+    min_live_shards: int
+    probe_interval: float
+    exactly_once: bool
+    idempotency_ttl: int
+    ingest_tokens: tuple[str, ...]
+    read_tokens: tuple[str, ...]
+    client_timeout: float
+    shutdown_timeout: float
+    log_level: str
 
     @property
     def embedded(self) -> bool:
@@ -293,9 +293,6 @@ class Settings:
         url = f"redis://{host}:{port}/{self.redis_db or 0}"
         return (ShardSpec(_default_shard_name(url), url),)
 
-    def with_shards(self, shards: tuple[ShardSpec, ...]) -> Settings:
-        return dataclasses.replace(self, redis_urls=shards)
-
 
 def load_settings(
     environ: Mapping[str, str] | None = None, overrides: Mapping[str, str | None] | None = None
@@ -314,8 +311,9 @@ def load_settings(
         if option.name in raw:
             setting, text = raw[option.name]
             values[option.name] = option.parse(setting, text)
-        elif option.default is not None:
-            values[option.name] = option.parse(option.env, option.default)
+        else:  # a default is text too, made a value by the option's own parser
+            values[option.name] = (
+                None if option.default is None else option.parse(option.env, option.default))
     settings = Settings(**values)
     if settings.min_live_shards > len(settings.redis_urls or ()) and settings.redis_urls:
         raise ConfigError(

@@ -58,7 +58,7 @@ class RouteMetrics:
         if tally is None:
             labels = (self.route, method, f"{status // 100}xx")
             tally = self.by_key[key] = self._tallies.histogram(
-                metrics.HTTP_DURATION.labels(*labels), metrics.LATENCY_BUCKETS,
+                metrics.HTTP_DURATION.labels(*labels),
                 counter=metrics.HTTP_REQUESTS.labels(*labels),
             )
         tally.observe(seconds)

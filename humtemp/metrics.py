@@ -1,8 +1,8 @@
 """Prometheus metrics: definitions, the /metrics payload, and a per-process CPU/RSS view.
 
-With ``--workers N`` the master sets ``PROMETHEUS_MULTIPROC_DIR`` before the workers
-import this module, so every worker writes to shared files and any worker's
-/metrics answers for all of them together (prometheus-client multiprocess mode).
+With ``--workers N`` every worker writes to files in one shared directory and any
+worker's /metrics answers for all of them together (prometheus-client multiprocess
+mode; the supervisor passes each worker the directory, see humtemp.server).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,11 +25,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from humtemp import __version__
+from humtemp.procstat import proc_stat
 
 # *_created series double the exposition and no dashboard uses them.
 disable_created_metrics()
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )
@@ -109,22 +108,6 @@ BUILD_INFO = Gauge(
 BUILD_INFO.labels(version=__version__).set(1)
 
 _DB_FILE = re.compile(r"_(\d+)\.db$")
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def _proc_usage(pid: int) -> tuple[float, int] | None:
-    """(cpu seconds, resident bytes) of one live process, from /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()
-    cpu = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-    rss = int(fields[21]) * _PAGE_SIZE
-    return cpu, rss
-
-
 class WorkerProcessCollector(Collector):
     """process_cpu_seconds_total and process_resident_memory_bytes over all workers.
 
@@ -132,14 +115,14 @@ class WorkerProcessCollector(Collector):
     which with several workers is a random one of them.
     """
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, supervisor_pid: int | None) -> None:
         self.directory = directory
+        self.supervisor_pid = supervisor_pid
 
     def _pids(self) -> set[int]:
         pids = {os.getpid()}
-        master = os.environ.get("HUMTEMP_MASTER_PID")
-        if master and master.isdigit():
-            pids.add(int(master))
+        if self.supervisor_pid is not None:
+            pids.add(self.supervisor_pid)
         for name in os.listdir(self.directory):
             match = _DB_FILE.search(name)
             if match:
@@ -149,10 +132,10 @@ class WorkerProcessCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         cpu_total, rss_total = 0.0, 0
         for pid in self._pids():
-            usage = _proc_usage(pid)
+            usage = proc_stat(pid)
             if usage:
-                cpu_total += usage[0]
-                rss_total += usage[1]
+                cpu_total += usage.cpu_seconds
+                rss_total += usage.resident_bytes
         yield CounterMetricFamily(
             "process_cpu_seconds", "User and system CPU seconds of all humtemp processes.",
             value=cpu_total,
@@ -163,25 +146,28 @@ class WorkerProcessCollector(Collector):
         )
 
 
-def _multiprocess_registry(directory: str) -> CollectorRegistry:
+class Exposition:
+    """The /metrics answer: this process's own metrics, or, given the directory that the
+    workers of one supervisor share, all of theirs together (plus the CPU and memory of
+    the supervisor and every worker)."""
+
+    def __init__(self, directory: str | None = None, supervisor_pid: int | None = None
+                 ) -> None:
+        self.registry = REGISTRY
+        if directory is not None:
+            from prometheus_client import multiprocess
+
+            self.registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.registry, path=directory)
+            self.registry.register(WorkerProcessCollector(directory, supervisor_pid))
+
+    def render(self) -> tuple[bytes, str]:
+        """The body and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def mark_worker_dead(pid: int, directory: str) -> None:
+    """Drop a finished worker's live gauges (pending queue) from the shared files."""
     from prometheus_client import multiprocess
 
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=directory)
-    registry.register(WorkerProcessCollector(directory))
-    return registry
-
-
-def exposition() -> tuple[bytes, str]:
-    """The /metrics body and its content type (all workers together)."""
-    directory = os.environ.get(MULTIPROC_ENV)
-    registry = _multiprocess_registry(directory) if directory else REGISTRY
-    return generate_latest(registry), CONTENT_TYPE_LATEST
-
-
-def mark_worker_dead(pid: int) -> None:
-    """Drop a finished worker's live gauges (pending queue) from the shared files."""
-    if os.environ.get(MULTIPROC_ENV):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(pid)
+    multiprocess.mark_process_dead(pid, directory)

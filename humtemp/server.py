@@ -24,27 +24,53 @@ from collections.abc import Sequence
 from humtemp import __version__
 from humtemp.config import ConfigError, Settings, ShardSpec
 from humtemp.lifetime import die_with_parent
-from humtemp.metrics import MULTIPROC_ENV
 
 log = logging.getLogger("humtemp")
 
-
-_stop_requested = False
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LINGERING_SECONDS = 10.0
 """aiohttp's default for reading an unread body after the answer (e.g. a 413)."""
 EX_CONFIG = 78
 """Exit code of a worker that refused to start (sysexits EX_CONFIG): not restarted."""
 
 
-def _request_stop(signum: int, frame: object) -> None:
-    """Until the event loop takes over the signals, just remember that one came."""
-    global _stop_requested
-    _stop_requested = True
+class EarlySignals:
+    """Remembers a SIGTERM/SIGINT that comes before the event loop or the supervisor
+    takes the signals over, so that a stop requested during start-up is not lost."""
+
+    def __init__(self) -> None:
+        self.stop_requested = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._remember)
+
+    def _remember(self, signum: int, frame: object) -> None:
+        self.stop_requested = True
 
 
-def _catch_early_signals() -> None:
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _request_stop)
+def _share_metrics_through(directory: str) -> None:
+    """Put this worker's metrics in ``directory``, shared with the other workers.
+
+    prometheus-client takes no argument for this: it reads the directory from the
+    environment, once when ``prometheus_client`` is first imported (to choose its
+    multiprocess value class, ``prometheus_client.values.get_value_class``) and again
+    whenever a value opens its file. So this is the one place humtemp sets the variable:
+    in the worker, before anything imports prometheus-client (``humtemp.server`` does not).
+    """
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client imported before the metrics directory was set")
+    os.environ[MULTIPROC_ENV] = directory
+
+
+def _tune_gc() -> None:
+    """Once a worker has imported what it serves with, move it all out of the collector's
+    reach, and collect the young generation less often (requests make little cyclic
+    garbage). Measured under wrk load: GC time from ~20% of the CPU to ~1.5%
+    (docs/benchmarks.md)."""
+    import humtemp.app  # noqa: F401  (the modules a worker serves with, frozen below)
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 class DropClientProtocolErrors(logging.Filter):
@@ -88,14 +114,18 @@ def client_limits(settings: Settings) -> dict[str, float]:
             "lingering_time": min(LINGERING_SECONDS, settings.client_timeout)}
 
 
-async def serve(settings: Settings, shards: Sequence[ShardSpec], reuse_port: bool = False) -> None:
-    """Serve until SIGTERM/SIGINT, then drain and return."""
+async def serve(settings: Settings, shards: Sequence[ShardSpec], early: EarlySignals, *,
+                reuse_port: bool = False, metrics_dir: str | None = None,
+                supervisor_pid: int | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then drain and return. ``metrics_dir`` and
+    ``supervisor_pid``: this is one of several workers, whose /metrics answers for all."""
     from aiohttp import web
 
     from humtemp.api import STATE
     from humtemp.app import create_app
+    from humtemp.metrics import Exposition
 
-    app = create_app(settings, shards)
+    app = create_app(settings, shards, Exposition(metrics_dir, supervisor_pid))
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout,
         **client_limits(settings),
@@ -115,13 +145,6 @@ async def serve(settings: Settings, shards: Sequence[ShardSpec], reuse_port: boo
         await runner.cleanup()
         raise SystemExit(f"humtemp: cannot listen on {settings.host}:{settings.port}: "
                          f"{exc.strerror or exc}") from None
-    # Everything allocated so far lives as long as the process: move it out of the
-    # collector's reach, and collect the young generation less often (requests make
-    # little cyclic garbage). Measured under wrk load: GC time from ~20% of the CPU
-    # to ~1.5% (docs/benchmarks.md).
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
     names = ", ".join(s.name for s in shards)
     log.info("humtemp %s serving on http://%s:%d with %d shard(s): %s",
              __version__, settings.host, settings.port, len(shards), names)
@@ -129,7 +152,7 @@ async def serve(settings: Settings, shards: Sequence[ShardSpec], reuse_port: boo
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if _stop_requested:
+    if early.stop_requested:
         stop.set()
     await stop.wait()
     log.info("shutting down: draining in-flight requests and shard queues")
@@ -138,15 +161,19 @@ async def serve(settings: Settings, shards: Sequence[ShardSpec], reuse_port: boo
     log.info("shutdown complete")
 
 
-def run_worker(settings: Settings, shards: Sequence[ShardSpec], reuse_port: bool) -> None:
+def run_worker(settings: Settings, shards: Sequence[ShardSpec], metrics_dir: str,
+               supervisor_pid: int) -> None:
     """Entry point of one worker process of the supervisor."""
     supervisor = multiprocessing.parent_process()
     if supervisor is not None and supervisor.pid is not None:
         die_with_parent(supervisor.pid)  # no orphan worker keeps the port if it is killed
-    _catch_early_signals()
+    early = EarlySignals()
+    _share_metrics_through(metrics_dir)
     configure_logging(settings.log_level)
     _install_uvloop()
-    asyncio.run(serve(settings, shards, reuse_port))
+    _tune_gc()
+    asyncio.run(serve(settings, shards, early, reuse_port=True, metrics_dir=metrics_dir,
+                      supervisor_pid=supervisor_pid))
 
 
 def _check_port_free(settings: Settings) -> None:
@@ -164,16 +191,21 @@ def _check_port_free(settings: Settings) -> None:
 class Supervisor:
     """Starts N workers with SO_REUSEPORT, restarts crashed ones, forwards SIGTERM."""
 
-    def __init__(self, settings: Settings, shards: Sequence[ShardSpec]) -> None:
+    def __init__(self, settings: Settings, shards: Sequence[ShardSpec], metrics_dir: str,
+                 early: EarlySignals) -> None:
         self.settings = settings
         self.shards = list(shards)
+        self.metrics_dir = metrics_dir
+        self.early = early
         self.context = multiprocessing.get_context("spawn")
         self.workers: list[multiprocessing.process.BaseProcess] = []
         self.stopping = False
 
     def _spawn(self) -> multiprocessing.process.BaseProcess:
         proc = self.context.Process(
-            target=run_worker, args=(self.settings, self.shards, True), daemon=False
+            target=run_worker,
+            args=(self.settings, self.shards, self.metrics_dir, os.getpid()),
+            daemon=False,
         )
         proc.start()
         return proc
@@ -184,7 +216,7 @@ class Supervisor:
         _check_port_free(self.settings)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        if _stop_requested:
+        if self.early.stop_requested:
             return 0
         self.workers = [self._spawn() for _ in range(self.settings.workers)]
         log.info("supervisor %d started %d workers", os.getpid(), len(self.workers))
@@ -199,7 +231,7 @@ class Supervisor:
                     return self._join_all() or EX_CONFIG
                 log.error("worker %s exited with %s; restarting it", proc.pid, proc.exitcode)
                 if proc.pid:
-                    mark_worker_dead(proc.pid)
+                    mark_worker_dead(proc.pid, self.metrics_dir)
                 time.sleep(0.5)
                 self.workers[i] = self._spawn()
         return self._join_all()
@@ -231,7 +263,7 @@ def run(settings: Settings) -> int:
     """Start embedded shards if needed, then one worker in-process or a supervisor."""
     from humtemp.embedded import EmbeddedError, EmbeddedShards
 
-    _catch_early_signals()
+    early = EarlySignals()
     configure_logging(settings.log_level)
     embedded: EmbeddedShards | None = None
     if settings.embedded:
@@ -250,16 +282,17 @@ def run(settings: Settings) -> int:
     multiproc_dir = None
     try:
         if settings.workers == 1:
-            if _stop_requested:
+            if early.stop_requested:
                 return 0
             _install_uvloop()
-            asyncio.run(serve(settings, shards))
+            _tune_gc()
+            asyncio.run(serve(settings, shards, early))
             return 0
-        if not os.environ.get(MULTIPROC_ENV):
-            multiproc_dir = tempfile.mkdtemp(prefix="humtemp-metrics-")
-            os.environ[MULTIPROC_ENV] = multiproc_dir
-        os.environ["HUMTEMP_MASTER_PID"] = str(os.getpid())
-        return Supervisor(settings, shards).run()
+        # An operator's PROMETHEUS_MULTIPROC_DIR is used as given (and kept); else a temp dir.
+        metrics_dir = os.environ.get(MULTIPROC_ENV) or ""
+        if not metrics_dir:
+            metrics_dir = multiproc_dir = tempfile.mkdtemp(prefix="humtemp-metrics-")
+        return Supervisor(settings, shards, metrics_dir, early).run()
     finally:
         if embedded is not None:
             embedded.stop()

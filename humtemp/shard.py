@@ -276,12 +276,10 @@ class Shard:
         self._up_gauge = metrics.SHARD_UP.labels(shard=self.name)
         pending_gauge = metrics.SHARD_PENDING.labels(shard=self.name)
         tallies.sample(lambda: pending_gauge.set(self.pending))
-        self._flush_time = tallies.histogram(
-            metrics.SHARD_FLUSH_DURATION.labels(shard=self.name), metrics.LATENCY_BUCKETS)
-        self._flush_keys = tallies.histogram(
-            metrics.SHARD_FLUSH_KEYS.labels(shard=self.name), metrics.SIZE_BUCKETS)
+        self._flush_time = tallies.histogram(metrics.SHARD_FLUSH_DURATION.labels(shard=self.name))
+        self._flush_keys = tallies.histogram(metrics.SHARD_FLUSH_KEYS.labels(shard=self.name))
         self._flush_obs = tallies.histogram(
-            metrics.SHARD_FLUSH_OBSERVATIONS.labels(shard=self.name), metrics.SIZE_BUCKETS)
+            metrics.SHARD_FLUSH_OBSERVATIONS.labels(shard=self.name))
         self._up_gauge.set(1)
         self.vet: Callable[[], Awaitable[bool]] = _always_fit
         """Run by the prober before the shard comes back: may it serve? (humtemp.guards)"""

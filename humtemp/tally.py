@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import logging
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+
+from prometheus_client import Counter, Histogram
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class CounterTally:
 
     __slots__ = ("_child", "value")
 
-    def __init__(self, child: Any) -> None:
+    def __init__(self, child: Counter) -> None:
         self._child = child
         self.value = 0
 
@@ -41,14 +42,21 @@ class CounterTally:
 
 class HistogramTally:
     """Observations of one histogram child, bucketed as prometheus-client does
-    (``value <= bound``), and optionally counted into a counter child as well."""
+    (``value <= bound``, with the child's own bounds), and optionally counted into a
+    counter child as well.
+
+    prometheus-client has no public call to add many observations at once, so this
+    reads and writes its internals: ``_upper_bounds`` (ending in +Inf), ``_buckets``
+    (one non-cumulative value per bound) and ``_sum``. pyproject.toml pins its version
+    below the next minor, and tests/unit/test_tally.py fails if they change.
+    """
 
     __slots__ = ("_bounds", "_child", "_counter", "counts", "total")
 
-    def __init__(self, child: Any, buckets: Sequence[float], counter: Any = None) -> None:
+    def __init__(self, child: Histogram, counter: Counter | None = None) -> None:
         self._child = child
         self._counter = counter
-        self._bounds = (*buckets, float("inf"))
+        self._bounds: tuple[float, ...] = tuple(child._upper_bounds)
         self.counts = [0] * len(self._bounds)
         self.total = 0.0
 
@@ -62,8 +70,6 @@ class HistogramTally:
         if not observed:
             return
         total, self.counts, self.total = self.total, [0] * len(counts), 0.0
-        # prometheus-client keeps one non-cumulative value per bucket plus the sum; it
-        # has no public call to add many observations at once.
         child = self._child
         child._sum.inc(total)
         for value, count in zip(child._buckets, counts, strict=True):
@@ -81,15 +87,15 @@ class Tallies:
         self._samplers: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
 
-    def counter(self, child: Any) -> CounterTally:
+    def counter(self, child: Counter) -> CounterTally:
         tally = CounterTally(child)
         self._tallies.append(tally)
         return tally
 
-    def histogram(
-        self, child: Any, buckets: Sequence[float], counter: Any = None
-    ) -> HistogramTally:
-        tally = HistogramTally(child, buckets, counter)
+    def histogram(self, child: Histogram, *, counter: Counter | None = None
+                  ) -> HistogramTally:
+        """A tally of ``child`` (a labelled Histogram), with its bucket bounds."""
+        tally = HistogramTally(child, counter)
         self._tallies.append(tally)
         return tally
 

@@ -8,7 +8,7 @@ shard by default) and measures, with wrk as the cheap load generator:
   * batch:  POST /observations (JSON arrays) observations/s, same CPU figures;
 and with Locust (one process, users flat out, no --processes) Locust's own cost:
   * locust-sensor / locust-gateway: req/s and Locust CPU-s per request.
-CPU is read from /proc (psutil) for humtemp and Locust and from INFO cpu for Redis, so
+CPU is read from /proc (humtemp.procstat) for humtemp, Locust and Redis, so
 the per-unit costs stay meaningful on a machine shared with other work.
 """
 

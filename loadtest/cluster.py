@@ -10,7 +10,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,13 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from humtemp.embedded import redis_server_binary
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from humtemp.localredis import LocalRedis, free_port
+from humtemp.procstat import tree_cpu_seconds
 
 
 def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -61,75 +55,22 @@ def _wait_for(check, what: str, timeout: float, proc: subprocess.Popen) -> None:
 
 def cpu_seconds_tree(proc: subprocess.Popen | None) -> float:
     """CPU seconds of a process and its children (humtemp --workers forks)."""
-    if proc is None:
-        return 0.0
-    import psutil  # a Locust dependency
-
-    try:
-        root = psutil.Process(proc.pid)
-        total = 0.0
-        for p in [root, *root.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                t = p.cpu_times()
-                total += t.user + t.system
-        return total
-    except psutil.Error:
-        return 0.0
-
-
-@dataclass
-class Shard:
-    port: int
-    proc: subprocess.Popen
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def command(self, *args: str) -> str:
-        """A Redis command over a raw socket (no client library needed): the reply as text."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            payload = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
-            s.sendall(payload.encode())
-            reader = s.makefile("rb")
-            head = reader.readline()
-            if head[:1] != b"$":
-                return head.decode()
-            size = int(head[1:])
-            return reader.read(size + 2)[:size].decode() if size >= 0 else ""
-
-    def cpu_seconds(self) -> float:
-        """used_cpu_sys + used_cpu_user from INFO cpu."""
-        info = dict(
-            line.split(":", 1) for line in self.command("INFO", "cpu").splitlines() if ":" in line
-        )
-        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+    return 0.0 if proc is None else tree_cpu_seconds(proc.pid)
 
 
 @dataclass
 class Deployment:
     base_url: str
-    shards: list[Shard]
+    shards: list[LocalRedis]
     server: subprocess.Popen
     workdir: Path
     procs: list[subprocess.Popen] = field(default_factory=list)
 
 
-def start_shard(workdir: Path, index: int, aof: bool = False) -> Shard:
+def start_shard(workdir: Path, index: int, aof: bool = False) -> LocalRedis:
     """A redis-server on a free port; `aof` = append-only file with fsync every second,
     as the Helm chart runs its shards (otherwise no persistence at all)."""
-    port = free_port()
-    d = workdir / f"shard{index}"
-    d.mkdir(parents=True)
-    proc = spawn(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "yes" if aof else "no", "--appendfsync", "everysec",
-         "--dir", str(d), "--daemonize", "no"],
-        d / "redis.log",
-    )
-    shard = Shard(port, proc)
-    _wait_for(lambda: shard.command("PING").startswith("+PONG"), f"redis shard {index}", 10, proc)
-    return shard
+    return LocalRedis(workdir / f"shard{index}", f"shard{index}", appendonly=aof).start()
 
 
 def _ready(url: str) -> bool:
@@ -140,7 +81,7 @@ def _ready(url: str) -> bool:
         return False
 
 
-def start_server(workdir: Path, shards: list[Shard], workers: int,
+def start_server(workdir: Path, shards: list[LocalRedis], workers: int,
                  extra_env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen]:
     port = free_port()
     env = {**os.environ, "HUMTEMP_REDIS_URLS": ",".join(s.url for s in shards),

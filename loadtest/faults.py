@@ -20,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from loadtest.cluster import Shard
+import redis
+
+from humtemp.localredis import LocalRedis as Shard
 
 
 @dataclass(frozen=True)
@@ -65,17 +67,18 @@ def _begin(fault: Fault, shard: Shard) -> str:
     if fault.kind == "stop":
         shard.proc.send_signal(signal.SIGSTOP)
         return "stopped (SIGSTOP)"
-    policy = shard.command("CONFIG", "SET", "maxmemory-policy", "noeviction").strip()
-    limit = shard.command("CONFIG", "SET", "maxmemory", "1").strip()
-    return f"out of memory (maxmemory-policy noeviction -> {policy}, maxmemory 1 -> {limit})"
+    client = shard.client()
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", 1)
+    return "out of memory (maxmemory-policy noeviction, maxmemory 1)"
 
 
 def _undo(fault: Fault, shard: Shard) -> str:
     if fault.kind == "stop":
         shard.proc.send_signal(signal.SIGCONT)
         return "continued (SIGCONT)"
-    reply = shard.command("CONFIG", "SET", "maxmemory", "0").strip()
-    return f"has memory again (maxmemory 0 -> {reply})"
+    shard.client().config_set("maxmemory", 0)
+    return "has memory again (maxmemory 0)"
 
 
 def inject(faults: list[Fault], shards: list[Shard], t0: float, done: threading.Event,
@@ -97,7 +100,7 @@ def inject(faults: list[Fault], shards: list[Shard], t0: float, done: threading.
             say(f"fault: shard {fault.shard} (port {shard.port}) {_begin(fault, shard)} "
                 f"for {fault.seconds:g} s")
             done.wait(fault.seconds)
-        except OSError as exc:
+        except (OSError, redis.RedisError) as exc:
             entry["error"] = f"{type(exc).__name__}: {exc}"
             say(f"fault: {fault.kind} on shard {fault.shard} failed: {entry['error']}")
         finally:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from humtemp.extras import require_modules
+from humtemp.localredis import LocalRedis
 from loadtest import cluster, faults, report
 from loadtest.options import KEYED
 
@@ -134,12 +135,14 @@ def locust_command(args: argparse.Namespace, host: str, out: Path) -> list[str]:
     return cmd + [CLASSES[n] for n in names]
 
 
-def _lose_data(shard: cluster.Shard, after: float, done: threading.Event) -> None:
+def _lose_data(shard: LocalRedis, after: float, done: threading.Event) -> None:
     """FLUSHALL `shard` `after` seconds past its first stored key (so loss is certain)."""
-    while not done.is_set() and shard.command("DBSIZE").strip() in (":0", ""):
+    client = shard.client()
+    while not done.is_set() and client.dbsize() == 0:
         time.sleep(0.1)
     if not done.wait(after):
-        say(f"injecting data loss: FLUSHALL on shard 0 -> {shard.command('FLUSHALL')!r}")
+        reply = "+OK" if client.flushall() else "-ERR"
+        say(f"injecting data loss: FLUSHALL on shard 0 -> {reply!r}")
 
 
 def run_locust(args: argparse.Namespace, dep: cluster.Deployment | None, host: str,

@@ -12,8 +12,48 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from humtemp.app import create_app
-from humtemp.config import Settings, ShardSpec, load_settings
+from humtemp.config import Settings, load_settings
+from tests.support.buckets import mid_bucket_offset
 from tests.support.redis_server import RedisServer
+
+# Test tiers, in one central map keyed by module name or "module::test function" (so a new
+# test file needs no edit to run in the inner loop, and files added concurrently merge
+# without conflicts). What is not listed gets no marker and runs in the inner loop.
+# "slow" (over a few seconds each) is left out of `python -m pytest -m "not slow"`; the
+# other markers select one kind, e.g. `-m helm`. Markers are declared in pyproject.toml.
+TIERS: dict[str, tuple[str, ...]] = {
+    "test_container_image": ("slow", "container"),
+    "test_monitoring_live": ("slow", "prometheus"),
+    "test_bench_smoke": ("slow", "bench"),
+    "test_loadtest_smoke": ("slow", "loadtest"),
+    "test_loadtest_shapes": ("slow", "loadtest"),
+    "test_loadtest_verify": ("loadtest",),
+    "test_loadtest_faults": ("slow", "loadtest"),
+    "test_embedded_lifetime": ("slow", "subprocess"),
+    "test_extras": ("subprocess",),
+    "test_processes": ("subprocess",),
+    "test_helm_chart": ("helm",),
+    "test_kustomize": ("helm",),
+    "test_monitoring_static": ("prometheus",),
+    "test_loadtest_verify::test_distributed_run_gathers_all_workers_and_crosses_buckets":
+        ("slow",),
+    "test_loadtest_verify::test_distributed_run_exits_nonzero_when_service_loses_data":
+        ("slow",),
+    "test_loadtest_verify::test_each_test_of_one_locust_process_gets_its_own_prefix_and_verifies":
+        ("slow",),
+    "test_faults::test_schemathesis_finds_no_server_error": ("slow", "subprocess"),
+    "test_faults::test_kill9_one_of_three_shards_under_load_loses_nothing_acknowledged":
+        ("subprocess",),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = getattr(item, "module", None)
+        module = module.__name__.rsplit(".", 1)[-1] if module else ""
+        function = getattr(item, "originalname", item.name)
+        for marker in (*TIERS.get(module, ()), *TIERS.get(f"{module}::{function}", ())):
+            item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")
@@ -41,16 +81,12 @@ def clean_shards(shards: list[RedisServer]) -> list[RedisServer]:
 
 
 def settings_for(servers: list[RedisServer], **overrides: Any) -> Settings:
-    """Settings for these shards. Buckets are aligned so that "now" sits mid-bucket,
-    keeping tests that post now and read offset=0 away from a bucket boundary."""
+    """Settings for these shards, with "now" mid-bucket (tests.support.buckets)."""
     env = {"HUMTEMP_REDIS_URLS": ",".join(s.spec for s in servers)}
     base = load_settings(env)
-    overrides.setdefault("bucket_offset", now() - base.bucket_duration // 2)
+    duration = overrides.get("bucket_duration", base.bucket_duration)
+    overrides.setdefault("bucket_offset", mid_bucket_offset(duration))
     return dataclasses.replace(base, **overrides)
-
-
-def specs_of(settings: Settings) -> tuple[ShardSpec, ...]:
-    return settings.shards()
 
 
 ClientFactory = Callable[..., Any]

@@ -9,6 +9,7 @@ import pytest
 
 from humtemp.api import SHARDS
 from tests.conftest import ClientFactory, holds_no_data, now
+from tests.support.metrics import metric_value
 from tests.support.redis_server import RedisServer
 
 GOOD = '{"lab_id": "lab01", "timestamp": %d, "temp": 20.5, "humidity": 40}'
@@ -132,14 +133,16 @@ async def test_unknown_routes_and_methods(
     allow: str | None,
 ) -> None:
     client = await make_client()
+    requests = "humtemp_http_requests_total"
+    series = {"method": method, "route": "other", "status": "4xx"}
+    before = metric_value(await (await client.get("/metrics")).text(), requests, **series)
     resp = await client.request(method, path)
     assert resp.status == status
     assert resp.headers.get("Allow") == allow
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
     assert (await resp.json())["error"] == error
-    metrics = await (await client.get("/metrics")).text()
-    assert f'humtemp_http_requests_total{{method="{method}",route="other",status="4xx"}}' \
-        in metrics
+    after = metric_value(await (await client.get("/metrics")).text(), requests, **series)
+    assert after - before == 1
 
 
 @pytest.mark.parametrize(

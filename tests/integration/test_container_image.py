@@ -15,13 +15,13 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import redis
 
 from tests.integration import container_build as cb
+from tests.support.buckets import mid_bucket_iso
 from tests.support.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,12 +40,6 @@ def http(url: str, body: dict | None = None, timeout: float = 5) -> tuple[int, o
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
-
-
-def mid_bucket_offset(duration: int = 86400) -> str:
-    """A bucket origin that puts the current time in the middle of a bucket."""
-    origin = datetime.fromtimestamp(time.time() - duration // 2, tz=UTC).replace(microsecond=0)
-    return origin.isoformat()
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +85,7 @@ def container(podman: cb.Podman, image: dict, redis_shard: int) -> Iterator[tupl
         "-e", f"HUMTEMP_REDIS_URLS=shard-a=redis://127.0.0.1:{redis_shard}/0",
         "-e", "HUMTEMP_SHUTDOWN_TIMEOUT=5",
         # "now" mid-bucket: the post (now-10) and the read (offset 0) share a bucket.
-        "-e", f"HUMTEMP_BUCKET_OFFSET={mid_bucket_offset()}",
+        "-e", f"HUMTEMP_BUCKET_OFFSET={mid_bucket_iso()}",
         IMAGE, "serve", "--host", "127.0.0.1", "--port", str(port),
     )
     base = f"http://127.0.0.1:{port}"

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -19,6 +18,7 @@ import requests
 from humtemp import embedded
 from humtemp.embedded import redis_server_binary, stop_leftovers
 from tests.conftest import now, obs
+from tests.support.buckets import mid_bucket_env
 from tests.support.http import HumtempProcess
 
 SHARDS = 2  # the embedded default
@@ -44,12 +44,6 @@ def _eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
     return True
 
 
-def _mid_bucket_env() -> dict[str, str]:
-    """A bucket offset that puts "now" mid-bucket, the same for both runs of a test."""
-    offset = datetime.fromtimestamp(now() - 43200, UTC).isoformat()
-    return {"HUMTEMP_BUCKET_OFFSET": offset}
-
-
 def _post(server: HumtempProcess, lab: str, count: int) -> None:
     for i in range(count):
         r = requests.post(server.base + "/observation", json=obs(lab, now() - 5, 10.0 + i, 50.0),
@@ -71,7 +65,7 @@ def _count(server: HumtempProcess, lab: str) -> int:
 def test_shards_die_with_humtemp_and_a_restart_runs_exactly_its_own_on_intact_data(
     tmp_path: Path, sig: signal.Signals, workers: str
 ) -> None:
-    env = _mid_bucket_env()
+    env = mid_bucket_env()
     data_dir = (tmp_path / "humtemp-data").resolve()
     server = HumtempProcess(env, tmp_path, ("--workers", workers)).wait_ready()
     try:
@@ -99,7 +93,7 @@ def test_shards_die_with_humtemp_and_a_restart_runs_exactly_its_own_on_intact_da
 def test_a_start_stops_leftover_shards_and_says_which(tmp_path: Path) -> None:
     """A redis-server still running on the data dir (as an older humtemp could leave
     behind) is stopped with SIGTERM before the shards start, and named in the log."""
-    env = _mid_bucket_env()
+    env = mid_bucket_env()
     data_dir = (tmp_path / "humtemp-data").resolve()
     first = HumtempProcess(env, tmp_path).wait_ready()
     try:

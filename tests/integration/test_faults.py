@@ -7,24 +7,22 @@ import random
 import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import redis
 import requests
+from aiohttp.test_utils import TestClient
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from humtemp.ring import ShardRing
-from tests.conftest import ClientFactory, holds_no_data, now, obs, stored_labs
+from tests.conftest import ClientFactory, holds_no_data, obs, stored_labs
+from tests.support.buckets import mid_bucket_env
 from tests.support.http import HumtempProcess
+from tests.support.metrics import metric_value
 from tests.support.redis_server import RedisServer
-
-
-def mid_bucket_offset() -> str:
-    """A bucket offset that puts "now" in the middle of a day-long bucket."""
-    return datetime.fromtimestamp(now() - 43200, UTC).isoformat()
+from tests.support.waiting import async_wait_until, wait_until
 
 
 def labs_on(shard: RedisServer, shards: list[RedisServer], n: int, prefix: str = "lab"
@@ -62,7 +60,7 @@ def test_kill9_one_of_three_shards_under_load_loses_nothing_acknowledged(
     tmp_path: Path, clean_shards: list[RedisServer]
 ) -> None:
     env = {"HUMTEMP_REDIS_URLS": ",".join(s.spec for s in clean_shards),
-           "HUMTEMP_PROBE_INTERVAL": "0.1", "HUMTEMP_BUCKET_OFFSET": mid_bucket_offset()}
+           "HUMTEMP_PROBE_INTERVAL": "0.1", **mid_bucket_env()}
     server = HumtempProcess(env, tmp_path).wait_ready()
     labs = [f"k9-{i:02d}" for i in range(48)]
     acked: Counter[str] = Counter()
@@ -85,27 +83,33 @@ def test_kill9_one_of_three_shards_under_load_loses_nothing_acknowledged(
                 elif "may or may not" in r.json()["detail"]:
                     unknown[lab] += 1
 
+    def acknowledged() -> int:
+        with lock:
+            return sum(acked.values())
+
+    def victim_is(state: str) -> bool:
+        shards = requests.get(server.base + "/readyz", timeout=5).json()["shards"]
+        return shards[victim.name] == state
+
+    victim = clean_shards[1]
     threads = [threading.Thread(target=sensor, args=(i,)) for i in range(16)]
     try:
         for t in threads:
             t.start()
-        time.sleep(1.0)
-        victim = clean_shards[1]
+        wait_until(lambda: acknowledged() >= 100, what="100 acknowledged before the kill")
         victim.kill()
-        time.sleep(1.5)
+        wait_until(lambda: victim_is("down"), what="the killed shard marked down")
+        while_down = acknowledged()
+        wait_until(lambda: acknowledged() >= while_down + 100, what="writes go on while down")
         victim.start()  # replays its AOF
-        time.sleep(1.5)
+        wait_until(lambda: victim_is("up"), what="the restarted shard marked up")
+        after = acknowledged()
+        wait_until(lambda: acknowledged() >= after + 100, what="writes go on after the return")
     finally:
         stop.set()
         for t in threads:
             t.join(timeout=15)
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            ready = requests.get(server.base + "/readyz", timeout=5).json()
-            if all(v == "up" for v in ready["shards"].values()):
-                break
-            time.sleep(0.1)
         detail = requests.get(server.base + "/summary/detail", params={"offset": 0},
                               timeout=10).json()
     finally:
@@ -167,11 +171,18 @@ async def test_stalled_shard_answers_503_within_timeout_and_does_not_reroute(
     others = [s for s in clean_shards if s is not victim]
     assert all(lab not in stored_labs(s) for s in others), "not re-routed"
     await asyncio.to_thread(stalled.join)
-    await asyncio.sleep(0.2)
+
     # Redis ran the write once the stall ended: "unknown" really was unknown,
     # and it was not also written elsewhere, so it counts once.
-    body = await (await client.get("/summary/lab", params={"lab_id": lab, "offset": 0})).json()
-    assert body["count"] == 2
+    async def count() -> int:
+        params = {"lab_id": lab, "offset": 0}
+        return (await (await client.get("/summary/lab", params=params)).json())["count"]
+
+    async def stored() -> bool:
+        return await count() >= 2
+
+    await async_wait_until(stored, what="the stalled write applied")
+    assert await count() == 2
 
 
 async def test_exactly_once_makes_retries_safe(
@@ -205,6 +216,7 @@ async def test_full_queue_answers_503_with_retry_after_and_stores_the_rest(
     client = await make_client(max_pending=5, redis_timeout=5.0)
     victim = clean_shards[1]
     labs = labs_on(victim, clean_shards, 40)
+    rejected_before = await overloaded_total(client)
     victim.client().execute_command("CLIENT", "PAUSE", 700, "WRITE")
     responses = await asyncio.gather(
         *(client.post("/observation", json=obs(lab, temp=1.0)) for lab in labs))
@@ -215,8 +227,12 @@ async def test_full_queue_answers_503_with_retry_after_and_stores_the_rest(
     assert {(await r.json())["error"] for r in overloaded} == {"overloaded"}
     detail = await (await client.get("/summary/detail", params={"offset": 0})).json()
     assert sum(lab["count"] for lab in detail["labs"]) == statuses[200]
+    assert await overloaded_total(client) - rejected_before == statuses[503]
+
+
+async def overloaded_total(client: TestClient) -> float:
     metrics = await (await client.get("/metrics")).text()
-    assert 'humtemp_observations_rejected_total{reason="overloaded"}' in metrics
+    return metric_value(metrics, "humtemp_observations_rejected_total", reason="overloaded")
 
 
 async def test_batch_for_a_full_shard_stores_no_part_anywhere(
@@ -233,7 +249,14 @@ async def test_batch_for_a_full_shard_stores_no_part_anywhere(
     # the first goes in flight, the rest fill the queue to max_pending (3)
     queued = [asyncio.ensure_future(client.post("/observation", json=obs(lab)))
               for lab in fillers]
-    await asyncio.sleep(0.2)
+
+    async def queue_full() -> bool:
+        """Three admitted (one in flight, two queued), the fourth already answered 503."""
+        metrics = await (await client.get("/metrics")).text()
+        pending = metric_value(metrics, "humtemp_shard_pending_observations", shard=full.name)
+        return pending == 3 and any(request.done() for request in queued)
+
+    await async_wait_until(queue_full, what="the stalled shard's queue full")
     resp = await client.post("/observations", json=batch)
     assert resp.status == 503 and (await resp.json())["error"] == "overloaded"
     await asyncio.to_thread(stalled.join)

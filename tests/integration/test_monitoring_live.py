@@ -21,7 +21,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ import yaml
 from monitoring import check
 from tests.support.http import HumtempProcess
 from tests.support.redis_server import RedisServer, free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,16 +54,8 @@ def _http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def _wait(what: str, ready: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if ready():
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} not ready after {timeout}s")
+def _wait(what: str, ready: Callable[[], object], timeout: float) -> None:
+    wait_until(ready, timeout, what, ignoring=(OSError,))
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

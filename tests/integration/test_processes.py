@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -10,13 +11,16 @@ from pathlib import Path
 import requests
 
 from humtemp.layout import AGGREGATE
+from humtemp.procstat import children
 from tests.conftest import now, obs
+from tests.support.buckets import bucket_key, mid_bucket_env
 from tests.support.http import HumtempProcess
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_until
 
 
 def test_embedded_mode_starts_stops_and_keeps_data(tmp_path: Path) -> None:
-    env = {"HUMTEMP_BUCKET_OFFSET": "1970-01-01T00:00:00+00:00"}
+    env = mid_bucket_env()
     server = HumtempProcess(env, tmp_path).wait_ready()
     try:
         ready = requests.get(server.base + "/readyz", timeout=5).json()
@@ -44,21 +48,18 @@ def test_embedded_mode_starts_stops_and_keeps_data(tmp_path: Path) -> None:
 
 
 def _children_of(pid: int) -> str:
+    """Command names of the live children of ``pid``, space-separated."""
     names = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            names.append((stat.parent / "comm").read_text().strip())
+    for child in children(pid):
+        with contextlib.suppress(OSError):  # it exited meanwhile
+            names.append(Path(f"/proc/{child}/comm").read_text().strip())
     return " ".join(names)
 
 
 def test_sigterm_under_load_stores_every_acknowledged_post(
     tmp_path: Path, clean_shards: list[RedisServer]
 ) -> None:
-    env = {"HUMTEMP_REDIS_URLS": ",".join(s.spec for s in clean_shards)}
+    env = {"HUMTEMP_REDIS_URLS": ",".join(s.spec for s in clean_shards), **mid_bucket_env()}
     server = HumtempProcess(env, tmp_path).wait_ready()
     acked: dict[str, int] = {}
     lock = threading.Lock()
@@ -79,14 +80,14 @@ def test_sigterm_under_load_stores_every_acknowledged_post(
     threads = [threading.Thread(target=sensor, args=(i,)) for i in range(16)]
     for t in threads:
         t.start()
-    time.sleep(1.5)
+    wait_until(lambda: sum(acked.values()) > 100, what="100 acknowledged posts before SIGTERM")
     assert server.terminate() == 0
     stop.set()
     for t in threads:
         t.join(timeout=10)
     assert sum(acked.values()) > 100
     for lab, count in acked.items():
-        key = f"humtemp:b:{(now() // 86400) * 86400}"
+        key = bucket_key(env, now())
         stored = sum(
             int(AGGREGATE.unpack(raw)[0]) for s in clean_shards
             if (raw := s.client().hget(key, lab)) is not None

@@ -7,7 +7,9 @@ import time
 
 from humtemp.ring import ShardRing
 from tests.conftest import ClientFactory, obs
+from tests.support.metrics import metric_value
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import async_wait_until
 
 
 def lab_on(shard: RedisServer, shards: list[RedisServer], prefix: str = "lab") -> str:
@@ -55,6 +57,8 @@ async def test_reroute_policy_keeps_writing_and_merges_after_return(
     victim = clean_shards[0]
     lab = lab_on(victim, clean_shards)
     assert (await client.post("/observation", json=obs(lab, temp=10))).status == 200
+    reroutes = "humtemp_shard_reroutes_total"
+    before = metric_value(await (await client.get("/metrics")).text(), reroutes, shard=victim.name)
     victim.kill()
     for temp in (20, 30):
         resp = await client.post("/observation", json=obs(lab, temp=temp))
@@ -67,15 +71,14 @@ async def test_reroute_policy_keeps_writing_and_merges_after_return(
     detail = await (await client.get("/summary/detail", params={"offset": 0})).json()
     assert detail["partial"] is True and detail["missing_shards"] == [victim.name]
     metrics = await (await client.get("/metrics")).text()
-    assert f'humtemp_shard_reroutes_total{{shard="{victim.name}"}} 3.0' in metrics
-    assert f'humtemp_shard_up{{shard="{victim.name}"}} 0.0' in metrics
+    assert metric_value(metrics, reroutes, shard=victim.name) - before == 3
+    assert metric_value(metrics, "humtemp_shard_up", shard=victim.name) == 0
     victim.start()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        ready = await (await client.get("/readyz")).json()
-        if ready["shards"][victim.name] == "up":
-            break
-        await asyncio.sleep(0.05)
+
+    async def victim_up() -> bool:
+        return (await (await client.get("/readyz")).json())["shards"][victim.name] == "up"
+
+    await async_wait_until(victim_up, what="the restarted shard marked up")
     body = await (await client.get("/summary/lab", params={"lab_id": lab, "offset": 0})).json()
     assert body["partial"] is False
     assert body["count"] == 4 and body["avg_temp"] == 25.0
@@ -94,10 +97,11 @@ async def test_readiness_follows_min_live_shards(
     assert resp.status == 503
     assert (await resp.json())["live_shards"] == 2
     clean_shards[2].start()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (await client.get("/readyz")).status != 200:
-        await asyncio.sleep(0.05)
-    assert (await client.get("/readyz")).status == 200
+
+    async def ready() -> bool:
+        return (await client.get("/readyz")).status == 200
+
+    await async_wait_until(ready, what="ready again with 3 live shards")
 
 
 async def test_all_shards_down_is_503_not_500(

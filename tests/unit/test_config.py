@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from humtemp.cli import build_parser
-from humtemp.config import OPTIONS, ConfigError, ShardSpec, load_settings
+from humtemp.config import OPTIONS, ConfigError, Settings, ShardSpec, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,3 +115,31 @@ def test_cli_help_lists_settings() -> None:
                           text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert proc.returncode == 0
     assert "HUMTEMP_REDIS_URLS" in proc.stdout and "serve" in proc.stdout
+
+
+def test_settings_fields_are_the_options() -> None:
+    """``Settings`` has no defaults of its own: each field is one option, filled by it."""
+    assert [f.name for f in dataclasses.fields(Settings)] == [o.name for o in OPTIONS]
+    defaults = load_settings({})
+    for option in OPTIONS:
+        expected = None if option.default is None else option.parse(option.env, option.default)
+        assert getattr(defaults, option.name) == expected, option.name
+
+
+def _readme_settings_table() -> dict[str, str]:
+    """``{env name: default}`` from the README's table of settings."""
+    text = (REPO_ROOT / "README.md").read_text()
+    table = text[text.index("| variable | default | meaning |"):].split("\n\n", 1)[0]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[0].strip("`") not in rows, f"two rows for {cells[0]}"
+        rows[cells[0].strip("`")] = cells[1].strip("`")
+    return rows
+
+
+def test_readme_table_is_the_options_table() -> None:
+    table = _readme_settings_table()
+    assert sorted(table) == sorted(option.env for option in OPTIONS), "one row per option"
+    for option in OPTIONS:
+        assert table[option.env] == (option.default or "–"), option.env

@@ -108,9 +108,9 @@ class FakeShard:
         self.calls: list[object] = []
         self.proc = SimpleNamespace(send_signal=self.calls.append)
 
-    def command(self, *args: str) -> str:
-        self.calls.append(" ".join(args[2:]))
-        return "+OK"
+    def client(self) -> SimpleNamespace:
+        return SimpleNamespace(
+            config_set=lambda name, value: self.calls.append(f"{name} {value}") or True)
 
 
 def test_faults_are_undone_in_time_and_when_the_run_ends_first() -> None:

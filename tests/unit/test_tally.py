@@ -45,7 +45,7 @@ def test_folded_histogram_and_counter_equal_direct_updates() -> None:
         direct_count.inc()
     folded, hist, count = _pair("x")
     tallies = Tallies()
-    tally = tallies.histogram(hist, BUCKETS, counter=count)
+    tally = tallies.histogram(hist, counter=count)
     for i, value in enumerate(values):
         tally.observe(value)
         if i % 700 == 0:
@@ -87,3 +87,28 @@ async def test_the_fold_task_runs_and_stop_folds_the_rest() -> None:
     accepted.inc(2)
     await tallies.stop()
     assert registry.get_sample_value("accepted_total") == 7
+
+
+def test_prometheus_client_internals_the_histogram_tally_uses() -> None:
+    """HistogramTally reads and writes these; an upgrade that changes them must fail here."""
+    registry = CollectorRegistry()
+    child = Histogram("h", "h", ["route"], buckets=BUCKETS, registry=registry).labels("r")
+    assert list(child._upper_bounds) == [*BUCKETS, float("inf")]
+    assert len(child._buckets) == len(child._upper_bounds)
+    child._buckets[1].inc(2)  # non-cumulative: the exposition adds them up
+    child._sum.inc(0.01)
+    assert registry.get_sample_value("h_bucket", {"route": "r", "le": "0.01"}) == 2
+    assert registry.get_sample_value("h_bucket", {"route": "r", "le": "+Inf"}) == 2
+    assert registry.get_sample_value("h_count", {"route": "r"}) == 2
+    assert registry.get_sample_value("h_sum", {"route": "r"}) == 0.01
+
+
+def test_the_tally_takes_the_histograms_own_bounds() -> None:
+    folded, hist, _ = _pair("own")
+    direct, direct_hist, _ = _pair("own")
+    tally = Tallies().histogram(hist)
+    for value in (0.001, 0.002, 0.5, 3.0):  # on a bound, between bounds, above the last
+        tally.observe(value)
+        direct_hist.observe(value)
+    tally.fold()
+    _assert_same(folded, direct)
