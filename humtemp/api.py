@@ -7,7 +7,9 @@ the shards (:mod:`humtemp.store`), shape the answer. Errors are raised as
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 import time
 from importlib import resources
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from humtemp import metrics
+from humtemp.cardinality import LabCap
 from humtemp.config import Settings
 from humtemp.decoding import (
     NDJSON_TYPES,
@@ -24,24 +27,30 @@ from humtemp.decoding import (
     is_json_type,
 )
 from humtemp.errors import JSON_HEADERS, SAFE_HEADERS, ApiError, json_response
+from humtemp.flight import Flight
 from humtemp.instrument import UNMATCHED, Handler, instrumented, unmatched
 from humtemp.model import LAB_ID_PATTERN, Aggregate, Buckets
 from humtemp.shard import ShardOutcomeUnknown, ShardOverloaded, ShardUnavailable
 from humtemp.store import ShardSet
+from humtemp.summaries import NoShardReadable, Summaries, partial_headers
 from humtemp.tally import CounterTally, HistogramTally, Tallies
 
 SETTINGS = web.AppKey("settings", Settings)
 SHARDS = web.AppKey("shards", ShardSet)
 BUCKETS = web.AppKey("buckets", Buckets)
 STATE = web.AppKey("state", dict)
+SUMMARIES = web.AppKey("summaries", Summaries)
+LAB_CAP = web.AppKey("lab_cap", LabCap)
 TALLIES = web.AppKey("tallies", Tallies)
 ACCEPTED = web.AppKey("accepted", CounterTally)
 BATCH_SIZES = web.AppKey("batch_sizes", HistogramTally)
 OPENAPI = resources.files("humtemp").joinpath("openapi.json").read_bytes()
+log = logging.getLogger(__name__)
 _NULL = b"null"
 PLAIN_JSON = frozenset({"application/json", "application/json; charset=utf-8",
                         "application/json;charset=utf-8", "application/json; charset=UTF-8"})
 MAX_OFFSET = 1_000_000
+MAX_PAGE_LIMIT = 100_000
 
 
 def _shard_error(exc: Exception) -> ApiError:
@@ -112,6 +121,8 @@ async def post_observation(request: web.Request) -> web.Response:
     obs, ts = decode_one(body, buckets, int(time.time()))
     shards = app[SHARDS]
     item = (obs.lab_id, buckets.start(ts), ts, obs.temp, obs.humidity)
+    if settings.max_labs_per_bucket:
+        await app[LAB_CAP].admit(((obs.lab_id, item[1]),))
     try:
         # Hot path: straight onto the owner's batch future, no coroutine of our own.
         owner = shards.owner_if_all_up(obs.lab_id)
@@ -152,6 +163,8 @@ async def post_observations(request: web.Request) -> web.Response:
                        f"batch names {len(labs)} labs, the limit is {settings.max_batch_labs}",
                        reason="too_large")
     items = [(o.lab_id, buckets.start(ts), ts, o.temp, o.humidity) for o, ts in valid]
+    if settings.max_labs_per_bucket:
+        await app[LAB_CAP].admit(list({(i[0], i[1]) for i in items}))
     try:
         await app[SHARDS].write_many(items)
     except (ShardUnavailable, ShardOutcomeUnknown, ShardOverloaded) as exc:
@@ -178,12 +191,6 @@ def _bucket_for(request: web.Request) -> int:
     return request.app[BUCKETS].relative(int(time.time()), _offset(request))
 
 
-def _partial_headers(missing: list[str]) -> dict[str, str]:
-    if not missing:
-        return {}
-    return {"X-Humtemp-Partial": "true", "X-Humtemp-Missing-Shards": ",".join(missing)}
-
-
 def _stats(agg: Aggregate | None) -> dict[str, Any]:
     if agg is None:
         return {"count": 0, "avg_temp": None, "avg_humidity": None, "min_temp": None,
@@ -193,33 +200,80 @@ def _stats(agg: Aggregate | None) -> dict[str, Any]:
             "min_humidity": agg.hum_min, "max_humidity": agg.hum_max}
 
 
-async def get_summary(request: web.Request) -> web.Response:
+def _no_shard(exc: NoShardReadable) -> ApiError:
+    return ApiError(503, "no_shard_readable",
+                    "no storage shard could be read (missing: "
+                    f"{', '.join(exc.missing)}); retry shortly",
+                    headers={"Retry-After": "1", **partial_headers(exc.missing)})
+
+
+async def _stream(request: web.Request, flight: Flight) -> web.StreamResponse:
+    """Send a read's chunks as they are produced (chunked transfer).
+
+    The status line waits for the first page of every shard. A shard failing after that
+    aborts the connection: the client sees a truncated body, not a complete-looking
+    answer with labs missing."""
+    with flight.join() as chunks:
+        try:
+            head = await asyncio.shield(flight.head)
+        except NoShardReadable as exc:
+            raise _no_shard(exc) from None
+        response = web.StreamResponse(status=head.status, headers={**JSON_HEADERS, **head.headers})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            async for chunk in chunks:
+                await response.write(chunk)
+        except ConnectionResetError:
+            return response  # the client went away
+        except Exception as exc:
+            log.warning("%s: response aborted after a failure midway (%s: %s)",
+                        request.path, type(exc).__name__, exc)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        await response.write_eof()
+    return response
+
+
+async def get_summary(request: web.Request) -> web.StreamResponse:
     """The original summary: exactly lab_id, avg_temp, avg_humidity, sorted by lab_id."""
     _require_token(request, request.app[SETTINGS].read_tokens)
-    bucket = _bucket_for(request)
-    read = await request.app[SHARDS].read_bucket(bucket)
-    body = [
-        {"lab_id": lab, "avg_temp": agg.temp_sum / agg.count,  # = avg_temp, minus a call
-         "avg_humidity": agg.hum_sum / agg.count}
-        for lab, agg in sorted(read.labs.items())
-    ]
-    return json_response(body, headers=_partial_headers(read.missing))
+    return await _stream(request, request.app[SUMMARIES].summary(_bucket_for(request)))
 
 
-async def get_summary_detail(request: web.Request) -> web.Response:
-    """All labs with count/min/max, and which shards (if any) could not be read."""
+def _after(request: web.Request) -> str | None:
+    after = request.query.get("after")
+    if after is not None and not LAB_ID_PATTERN.fullmatch(after):
+        raise ApiError(422, "invalid_parameter",
+                       "after must be a lab id: 1-50 characters of letters, digits and / _ . -",
+                       "after")
+    return after
+
+
+def _limit(request: web.Request) -> int | None:
+    raw = request.query.get("limit")
+    if raw is None:
+        return None
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ApiError(422, "invalid_parameter", f"limit must be an integer, got {raw!r}",
+                       "limit") from None
+    if not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise ApiError(422, "invalid_parameter",
+                       f"limit must be between 1 and {MAX_PAGE_LIMIT}, got {limit}", "limit")
+    return limit
+
+
+async def get_summary_detail(request: web.Request) -> web.StreamResponse:
+    """All labs with count/min/max, and which shards (if any) could not be read;
+    ``limit`` and ``after`` page through them (``next_after`` is the next cursor)."""
     _require_token(request, request.app[SETTINGS].read_tokens)
     bucket = _bucket_for(request)
-    read = await request.app[SHARDS].read_bucket(bucket)
-    duration = request.app[BUCKETS].duration
-    body = {
-        "bucket_start": bucket,
-        "bucket_end": bucket + duration,
-        "partial": read.partial,
-        "missing_shards": read.missing,
-        "labs": [{"lab_id": lab, **_stats(agg)} for lab, agg in sorted(read.labs.items())],
-    }
-    return json_response(body, headers=_partial_headers(read.missing))
+    after, limit = _after(request), _limit(request)
+    flight = request.app[SUMMARIES].detail(bucket, request.app[BUCKETS].duration, after, limit)
+    return await _stream(request, flight)
 
 
 async def get_summary_lab(request: web.Request) -> web.Response:
@@ -232,7 +286,10 @@ async def get_summary_lab(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_parameter",
                        "lab_id must be 1-50 characters of letters, digits and / _ . -", "lab_id")
     bucket = _bucket_for(request)
-    agg, missing = await request.app[SHARDS].read_lab(bucket, lab_id)
+    try:
+        agg, missing = await request.app[SUMMARIES].read_lab(bucket, lab_id)
+    except NoShardReadable as exc:
+        raise _no_shard(exc) from None
     body = {
         "lab_id": lab_id,
         "bucket_start": bucket,
@@ -241,7 +298,7 @@ async def get_summary_lab(request: web.Request) -> web.Response:
         "partial": bool(missing),
         "missing_shards": missing,
     }
-    return json_response(body, headers=_partial_headers(missing))
+    return json_response(body, headers=partial_headers(missing))
 
 
 async def healthz(request: web.Request) -> web.Response:
