@@ -221,6 +221,9 @@ async def _stream(request: web.Request, flight: Flight) -> web.StreamResponse:
         response = web.StreamResponse(status=head.status, headers={**JSON_HEADERS, **head.headers})
         response.enable_chunked_encoding()
         await response.prepare(request)
+        if request.method == "HEAD":  # headers only: aiohttp sends whatever is written
+            await response.write_eof()
+            return response
         try:
             async for chunk in chunks:
                 await response.write(chunk)
