@@ -30,7 +30,7 @@ from humtemp.config import Settings, ShardSpec
 from humtemp.model import Aggregate
 
 PAGE_SCRIPT = resources.files("humtemp").joinpath("lua/read_page.lua").read_text()
-PAGE_LABS = 1000
+PAGE_LABS = 500
 """Labs per page: one page costs Redis well under a millisecond per 1000 labs, and the
 event loop ~1-2 ms to decode and encode (docs/benchmarks.md)."""
 LEGACY_SCAN_COUNT = 1000
