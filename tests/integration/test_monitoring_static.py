@@ -22,6 +22,7 @@ ALERT_NAMES = {
     "HumtempP99LatencyHigh",
     "HumtempIngestionStopped",
     "HumtempPendingQueueGrowing",
+    "HumtempBucketLabsHigh",
 }
 # Every metric family of CONTRACT.md must be on the dashboard.
 CONTRACT_METRICS = {
@@ -38,6 +39,9 @@ CONTRACT_METRICS = {
     "humtemp_shard_errors_total",
     "humtemp_shard_reroutes_total",
     "humtemp_read_fanout_duration_seconds",
+    "humtemp_summary_reads_total",
+    "humtemp_event_loop_lag_seconds",
+    "humtemp_bucket_labs",
     "humtemp_build_info",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
