@@ -91,8 +91,8 @@ SUMMARY_FANOUT = Histogram(
     "Time to read one bucket from every shard and merge.",
     buckets=LATENCY_BUCKETS,
 )
-SUMMARY_READS = Counter(
-    "humtemp_summary_reads",
+BUCKET_READS = Counter(
+    "humtemp_bucket_reads",
     "Whole-bucket reads (/summary, /summary/detail) by where the answer came from: "
     "a fan-out to the shards, shared with an identical read in flight, or the cache.",
     ["source"],

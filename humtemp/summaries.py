@@ -221,9 +221,9 @@ class Summaries:
         now = asyncio.get_running_loop().time()
         if flight is not None and flight.joinable and (
                 flight.finished_at is None or now - flight.finished_at < self._cache_seconds):
-            metrics.SUMMARY_READS.labels(source="cache" if flight.finished_at else "shared").inc()
+            metrics.BUCKET_READS.labels(source="cache" if flight.finished_at else "shared").inc()
             return flight
-        metrics.SUMMARY_READS.labels(source="shards").inc()
+        metrics.BUCKET_READS.labels(source="shards").inc()
         flight = self._flights[key] = Flight(self._cache_bytes)
         flight.producer = asyncio.get_running_loop().create_task(
             self._run(key, flight, produce), name=f"read-{key[0]}")

@@ -39,7 +39,7 @@ CONTRACT_METRICS = {
     "humtemp_shard_errors_total",
     "humtemp_shard_reroutes_total",
     "humtemp_read_fanout_duration_seconds",
-    "humtemp_summary_reads_total",
+    "humtemp_bucket_reads_total",
     "humtemp_event_loop_lag_seconds",
     "humtemp_bucket_labs",
     "humtemp_build_info",

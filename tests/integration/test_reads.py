@@ -10,11 +10,11 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
 
+from bench.labs import aggregate_of, lab_ids, spread_labs, store_labs
 from humtemp import layout, metrics
 from humtemp.api import BUCKETS, LAB_CAP, SUMMARIES
 from humtemp.model import Aggregate
 from tests.conftest import ClientFactory, now, obs
-from tests.support.labs import aggregate_of, lab_ids, spread_labs, store_labs
 from tests.support.redis_server import RedisServer
 
 
@@ -144,7 +144,7 @@ async def test_identical_concurrent_reads_share_one_fan_out(
     client = await make_client(read_cache_seconds=0.5)
     bucket, expire = _current(client)
     spread_labs(_clients(clean_shards), lab_ids(3000), bucket, expire, aggregate_of(1.0, 2.0))
-    fanouts = metrics.SUMMARY_READS.labels(source="shards")
+    fanouts = metrics.BUCKET_READS.labels(source="shards")
     before = fanouts._value.get()
     bodies = await asyncio.gather(*(_body(client, "/summary", offset=0) for _ in range(10)))
     assert len(set(bodies)) == 1 and bodies[0].count(b"lab_id") == 3000

@@ -23,12 +23,12 @@ from pathlib import Path
 import msgspec
 import requests
 
+from bench.labs import aggregate_of, lab_ids, spread_labs
 from humtemp.config import load_settings
 from humtemp.model import Buckets
 from tests.conftest import now, obs
 from tests.integration.test_faults import mid_bucket_offset
 from tests.support.http import HumtempProcess
-from tests.support.labs import aggregate_of, lab_ids, spread_labs
 from tests.support.redis_server import RedisServer
 
 SLOW_MICROSECONDS = 20_000
