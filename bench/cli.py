@@ -169,7 +169,8 @@ def _reads(opts: suite.Options, shards: list, workdir: Path, cleanup: ExitStack)
                          opts.bucket_duration)
     for labs, row in result["by_labs"].items():
         suite.log(f"reads {labs} labs: writes p50 {row['write_p50_ms']} ms p99 "
-                  f"{row['write_p99_ms']} ms, {row['writes_503']} x 503, {row['reads']} reads "
+                  f"{row['write_p99_ms']} ms (alone: {row['writer_alone_p99_ms']} ms), "
+                  f"{row['writes_503']} x 503, {row['reads']} reads "
                   f"of {row['response_bytes']:,} B, {row['redis_ms_per_fanout']} ms Redis per "
                   f"fan-out, slowest command {row['any_command_max_ms']} ms, "
                   f"RSS {row['humtemp_peak_rss_mib']} MiB")

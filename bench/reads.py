@@ -1,6 +1,7 @@
 """Reads under ingest: what whole-bucket reads cost the writers, Redis and memory.
 
-For each lab count the shards are filled directly in humtemp's layout (bench.labs), then for
+For each lab count the shards are filled directly in humtemp's layout (bench.labs); the
+writer runs alone for a third of ``duration`` (its baseline on this machine), then for
 ``duration`` seconds one writer posts observations back to back while ``readers`` clients
 pull ``GET /summary?offset=0`` and a watcher polls ``/readyz``. Reported: writer p50/p99/max
 and its non-200 answers, readiness failures, reads and response bytes, Redis time per read
@@ -131,6 +132,7 @@ def reads_phase(humtemp: Service, shards: list[Shard], labs_list: list[int], rea
             shard.client.config_set("slowlog-max-len", SLOWLOG_LEN)
             shard.client.config_set("slowlog-log-slower-than", 0)
             shard.client.slowlog_reset()
+        alone = asyncio.run(_load(humtemp.url, 0, max(1.0, duration / 3)))
         before = asyncio.run(_metrics(humtemp.url))
         load = asyncio.run(_load(humtemp.url, readers, duration))
         after = asyncio.run(_metrics(humtemp.url))
@@ -145,6 +147,8 @@ def reads_phase(humtemp: Service, shards: list[Shard], labs_list: list[int], rea
                    - _metric(before, "humtemp_event_loop_lag_seconds_sum"))
         by_labs[str(labs)] = {
             "labs": labs, "labs_per_shard": loaded, "readers": readers, "seconds": duration,
+            "writer_alone_p50_ms": alone["write_p50_ms"],
+            "writer_alone_p99_ms": alone["write_p99_ms"],
             **load, "fanouts": int(fanouts), **costs,
             "redis_ms_per_fanout": round(costs["read_redis_ms_total"] / fanouts, 1)
             if fanouts else None,
