@@ -1,10 +1,11 @@
 """Reads under ingest: what whole-bucket reads cost the writers, Redis and memory.
 
-For each lab count the shards are filled directly in humtemp's layout (bench.labs); the
-writer runs alone for a third of ``duration`` (its baseline on this machine), then for
-``duration`` seconds one writer posts observations back to back while ``readers`` clients
-pull ``GET /summary?offset=0`` and a watcher polls ``/readyz``. Reported: writer p50/p99/max
-and its non-200 answers, readiness failures, reads and response bytes, Redis time per read
+For each lab count the shards are filled directly in humtemp's layout (bench.labs); one
+``/summary`` is read alone (wall time, humtemp CPU, Redis time); the writer runs alone for
+a third of ``duration`` (its baseline on this machine); then for ``duration`` seconds one
+writer posts observations back to back while ``readers`` clients pull
+``GET /summary?offset=0`` and a watcher polls ``/readyz``. Reported: writer p50/p99/max and
+its non-200 answers, readiness failures, reads and response bytes, Redis time per read
 fan-out and the slowest read command (SLOWLOG at threshold 0, client ``humtemp-read``),
 the slowest command of any client, humtemp's peak RSS and its event-loop lag.
 """
@@ -14,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
 
 from bench.labs import aggregate_of, lab_ids, spread_labs
-from bench.procs import Service
+from bench.procs import Service, cpu_seconds
 from bench.shards import Shard
 
 SLOWLOG_LEN = 200_000
@@ -117,6 +119,24 @@ def _redis_costs(shards: list[Shard]) -> dict:
             "any_command_max_ms": round(any_max / 1000, 2)}
 
 
+def _solo_read(humtemp: Service, shards: list[Shard]) -> dict:
+    """One ``/summary`` with nothing else running, right after loading (nothing cached):
+    its wall time, humtemp CPU and Redis time."""
+    for shard in shards:
+        shard.client.slowlog_reset()
+    cpu = sum(cpu_seconds(pid) for pid in humtemp.pids())
+    started = time.perf_counter()
+    with urllib.request.urlopen(humtemp.url + "/summary?offset=0", timeout=300) as resp:
+        size = len(resp.read())
+    wall = time.perf_counter() - started
+    cpu = sum(cpu_seconds(pid) for pid in humtemp.pids()) - cpu
+    costs = _redis_costs(shards)
+    return {"solo_read_s": round(wall, 2), "solo_read_humtemp_cpu_s": round(cpu, 2),
+            "solo_read_redis_ms": costs["read_redis_ms_total"],
+            "solo_read_pages": costs["read_commands"],
+            "solo_read_slowest_page_ms": costs["read_command_max_ms"], "solo_read_bytes": size}
+
+
 def reads_phase(humtemp: Service, shards: list[Shard], labs_list: list[int], readers: int,
                 duration: float, bucket_duration: int) -> dict:
     """The scenario for each lab count (shards are emptied first)."""
@@ -131,8 +151,11 @@ def reads_phase(humtemp: Service, shards: list[Shard], labs_list: list[int], rea
         for shard in shards:
             shard.client.config_set("slowlog-max-len", SLOWLOG_LEN)
             shard.client.config_set("slowlog-log-slower-than", 0)
-            shard.client.slowlog_reset()
+        solo = _solo_read(humtemp, shards)
+        time.sleep(1.1)  # past the read cache: the load below starts with a fresh fan-out
         alone = asyncio.run(_load(humtemp.url, 0, max(1.0, duration / 3)))
+        for shard in shards:
+            shard.client.slowlog_reset()
         before = asyncio.run(_metrics(humtemp.url))
         load = asyncio.run(_load(humtemp.url, readers, duration))
         after = asyncio.run(_metrics(humtemp.url))
@@ -147,6 +170,7 @@ def reads_phase(humtemp: Service, shards: list[Shard], labs_list: list[int], rea
                    - _metric(before, "humtemp_event_loop_lag_seconds_sum"))
         by_labs[str(labs)] = {
             "labs": labs, "labs_per_shard": loaded, "readers": readers, "seconds": duration,
+            **solo,
             "writer_alone_p50_ms": alone["write_p50_ms"],
             "writer_alone_p99_ms": alone["write_p99_ms"],
             **load, "fanouts": int(fanouts), **costs,
