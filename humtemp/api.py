@@ -227,6 +227,9 @@ async def _stream(request: web.Request, flight: Flight) -> web.StreamResponse:
         try:
             async for chunk in chunks:
                 await response.write(chunk)
+                # write() returns without suspending while the socket takes everything (a
+                # fast client, a cached body): yield anyway, so writes run between chunks.
+                await asyncio.sleep(0)
         except ConnectionResetError:
             return response  # the client went away
         except Exception as exc:
