@@ -242,10 +242,18 @@ async def _stream(request: web.Request, flight: Flight) -> web.StreamResponse:
     return response
 
 
+def _wants_fresh(request: web.Request) -> bool:
+    """``Cache-Control: no-cache`` (or ``no-store``, ``max-age=0``): the client needs every
+    write acknowledged before its request, so no shared or cached read will do."""
+    directives = request.headers.get("Cache-Control", "").lower()
+    return any(d in directives for d in ("no-cache", "no-store", "max-age=0"))
+
+
 async def get_summary(request: web.Request) -> web.StreamResponse:
     """The original summary: exactly lab_id, avg_temp, avg_humidity, sorted by lab_id."""
     _require_token(request, request.app[SETTINGS].read_tokens)
-    return await _stream(request, request.app[SUMMARIES].summary(_bucket_for(request)))
+    flight = request.app[SUMMARIES].summary(_bucket_for(request), _wants_fresh(request))
+    return await _stream(request, flight)
 
 
 def _after(request: web.Request) -> str | None:
@@ -278,7 +286,8 @@ async def get_summary_detail(request: web.Request) -> web.StreamResponse:
     _require_token(request, request.app[SETTINGS].read_tokens)
     bucket = _bucket_for(request)
     after, limit = _after(request), _limit(request)
-    flight = request.app[SUMMARIES].detail(bucket, request.app[BUCKETS].duration, after, limit)
+    flight = request.app[SUMMARIES].detail(bucket, request.app[BUCKETS].duration, after, limit,
+                                           _wants_fresh(request))
     return await _stream(request, flight)
 
 

@@ -165,7 +165,7 @@ class Summaries:
             raise NoShardReadable(missing)
         return sources, missing
 
-    def summary(self, bucket: int) -> Flight:
+    def summary(self, bucket: int, fresh: bool = False) -> Flight:
         """The original ``/summary`` body: a JSON array sorted by lab_id."""
         async def produce(flight: Flight) -> None:
             sources, missing = await self._open(bucket, None, PAGE_LABS)
@@ -179,9 +179,10 @@ class Summaries:
                 sep = b","
             await flight.put(b"]")
 
-        return self._flight(("summary", bucket), produce)
+        return self._flight(("summary", bucket), produce, fresh)
 
-    def detail(self, bucket: int, duration: int, after: str | None, limit: int | None) -> Flight:
+    def detail(self, bucket: int, duration: int, after: str | None, limit: int | None,
+               fresh: bool = False) -> Flight:
         """``/summary/detail``: count/min/max per lab, which shards are missing, and a
         cursor (``next_after``) when ``limit`` cut the page short."""
         async def produce(flight: Flight) -> None:
@@ -211,15 +212,19 @@ class Summaries:
                         break
             await flight.put(b'],"next_after":' + _encode(next_after) + b"}")
 
-        return self._flight(("detail", bucket, after, limit), produce)
+        return self._flight(("detail", bucket, after, limit), produce, fresh)
 
     # -- single flight ----------------------------------------------------------------
 
-    def _flight(self, key: Hashable, produce: Callable[[Flight], Awaitable[None]]) -> Flight:
-        """The running or freshly cached flight for ``key``, or a new one."""
+    def _flight(self, key: Hashable, produce: Callable[[Flight], Awaitable[None]],
+                fresh: bool) -> Flight:
+        """The running or freshly cached flight for ``key``, or a new one. A shared or
+        cached answer may miss writes acknowledged after it started (at most
+        ``HUMTEMP_READ_CACHE_SECONDS`` plus one read); ``fresh`` starts a new fan-out,
+        which later identical reads may join."""
         flight = self._flights.get(key)
         now = asyncio.get_running_loop().time()
-        if flight is not None and flight.joinable and (
+        if not fresh and flight is not None and flight.joinable and (
                 flight.finished_at is None or now - flight.finished_at < self._cache_seconds):
             metrics.BUCKET_READS.labels(source="cache" if flight.finished_at else "shared").inc()
             return flight

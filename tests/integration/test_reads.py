@@ -156,6 +156,24 @@ async def test_identical_concurrent_reads_share_one_fan_out(
     assert fanouts._value.get() - before == 2
 
 
+async def test_cached_reads_may_lag_writes_unless_the_client_asks_for_no_cache(
+    make_client: ClientFactory,
+) -> None:
+    """The cache trades freshness for fan-outs: within HUMTEMP_READ_CACHE_SECONDS a read
+    may miss a newer write; Cache-Control: no-cache gets every acknowledged write."""
+    client = await make_client(read_cache_seconds=30)
+    assert (await client.post("/observation", json=obs("first"))).status == 200
+    before = await _body(client, "/summary", offset=0)
+    assert (await client.post("/observation", json=obs("second"))).status == 200
+    assert await _body(client, "/summary", offset=0) == before  # cached
+    for path in ("/summary", "/summary/detail"):
+        fresh = await client.get(path, params={"offset": 0},
+                                 headers={"Cache-Control": "no-cache"})
+        assert b'"second"' in await fresh.read(), path
+    # The fresh read replaced the cached one: later plain reads see the write too.
+    assert b'"second"' in await _body(client, "/summary", offset=0)
+
+
 async def test_a_read_too_large_to_share_streams_through_a_bounded_window(
     make_client: ClientFactory, clean_shards: list[RedisServer]
 ) -> None:
