@@ -248,10 +248,13 @@ async def test_a_shard_failing_midway_truncates_the_response(
         await resp.json()
 
 
-async def _sampled_labs(client: TestClient) -> float:
+async def _sampled_labs(client: TestClient, shards: list[RedisServer]) -> float:
+    """humtemp_bucket_labs summed over these shards (the gauge is process-wide: other
+    tests' shards may still have a value in it)."""
     text = await (await client.get("/metrics")).text()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("humtemp_bucket_labs{"))
+               for shard in shards
+               if line.startswith(f'humtemp_bucket_labs{{shard="{shard.name}"}}'))
 
 
 async def test_labs_per_bucket_cap_refuses_new_labs_only(
@@ -281,7 +284,7 @@ async def test_labs_per_bucket_cap_refuses_new_labs_only(
     one = await (await client.get("/summary/lab", params={"lab_id": existing[7], "offset": 0})
                  ).json()
     assert one["count"] == 2  # the refused batch stored nothing
-    assert await _sampled_labs(client) == 50
+    assert await _sampled_labs(client, clean_shards) == 50
 
 
 async def test_loop_lag_histogram_is_exported(make_client: ClientFactory) -> None:
