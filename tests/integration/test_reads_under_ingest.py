@@ -112,11 +112,12 @@ def _assert_ingestion_undisturbed(server: HumtempProcess, shards: list[RedisServ
         assert slow == [], [(e["command"][:60], e["duration"]) for e in slow]
     assert "marked down" not in server.log.read_text()
     # Server side, where the test's own threads can't blur it: the loop was never held
-    # long (measured here: at most 10-25 ms), far below the 1.5 s shard timeout.
+    # long (measured here: at most 10-25 ms; the bound leaves room for a machine shared
+    # with other jobs), far below the 1.5 s shard timeout that makes a write "unknown".
     metrics = requests.get(server.base + "/metrics", timeout=30).text
-    assert _all_within(metrics, "humtemp_event_loop_lag_seconds", "0.25")
+    assert _all_within(metrics, "humtemp_event_loop_lag_seconds", "0.5")
     assert _all_within(metrics, "humtemp_http_request_duration_seconds",
-                       "0.25", 'route="/observation"')
+                       "0.5", 'route="/observation"')
 
 
 def _all_within(metrics: str, name: str, le: str, labels: str = "") -> bool:
