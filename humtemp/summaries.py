@@ -120,7 +120,7 @@ class Summaries:
         try:
             async for chunk in self.readers[name].pages(bucket, after, page):
                 yield chunk
-        except BaseException as exc:
+        except Exception as exc:  # not GeneratorExit/CancelledError: closing is no failure
             self._failed(name, exc)
             raise
 
