@@ -23,6 +23,7 @@ from pathlib import Path
 from bench import suite
 from bench.plot import plot
 from bench.procs import stop
+from bench.reads import reads_phase
 from bench.report import evaluate, print_report
 from bench.shards import redis_version, start_shard
 from bench.targets import start_bare, start_humtemp
@@ -34,7 +35,7 @@ def _ints(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
 
-def parse_args(argv: list[str] | None) -> tuple[suite.Options, Path, bool]:
+def parse_args(argv: list[str] | None) -> tuple[suite.Options, Path, bool, bool]:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description=f"{__doc__.splitlines()[0]} Needs wrk and: {pip_extra('bench')}",
@@ -55,6 +56,12 @@ def parse_args(argv: list[str] | None) -> tuple[suite.Options, Path, bool]:
     )
     parser.add_argument("--batch-connections", type=int, default=64)
     parser.add_argument("--summary-labs", type=_ints, help="default 1000,10000,100000")
+    parser.add_argument("--reads-labs", type=_ints,
+                        help="reads under ingest: labs per bucket (default 100000,1000000)")
+    parser.add_argument("--readers", type=int, help="reads under ingest: /summary clients (8)")
+    parser.add_argument("--reads-duration", type=float, help="reads under ingest: seconds (15)")
+    parser.add_argument("--reads-only", action="store_true",
+                        help="run only the reads-under-ingest scenario")
     parser.add_argument("--workers", type=int, default=2, help="compared against --workers 1")
     parser.add_argument("--bucket-duration", type=int, default=86400)
     parser.add_argument("--no-aof", action="store_true", help="shards without appendonly")
@@ -70,12 +77,15 @@ def parse_args(argv: list[str] | None) -> tuple[suite.Options, Path, bool]:
     if args.quick:
         opts.connections, opts.duration, opts.rounds, opts.warmup = [64], 1, 1, 0
         opts.summary_labs, opts.summary_duration = [1000], 1
-    for name in ("duration", "rounds", "connections", "summary_labs"):
+    if args.quick:
+        opts.reads_labs, opts.readers, opts.reads_duration = [1000], 2, 1
+    for name in ("duration", "rounds", "connections", "summary_labs", "reads_labs", "readers",
+                 "reads_duration"):
         if getattr(args, name) is not None:
             setattr(opts, name, getattr(args, name))
     if opts.main_connections not in opts.connections:
         opts.connections = sorted({*opts.connections, opts.main_connections})
-    return opts, args.out, args.quick
+    return opts, args.out, args.quick, args.reads_only
 
 
 def machine() -> dict:
@@ -106,7 +116,7 @@ def load_average() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
-def run(opts: suite.Options, workdir: Path) -> dict:
+def run(opts: suite.Options, workdir: Path, reads_only: bool = False) -> dict:
     """All phases, with every process this run started stopped on the way out."""
     result: dict = {"options": opts.__dict__, "machine": machine()}
     result["load_average_start"] = load_average()
@@ -116,6 +126,10 @@ def run(opts: suite.Options, workdir: Path) -> dict:
         for i in range(3):
             shards.append(start_shard(f"s{i}", workdir / f"redis{i}", opts.aof))
             cleanup.callback(shards[-1].stop)
+        if reads_only:
+            result["reads"] = _reads(opts, shards, workdir, cleanup)
+            result["load_average_end"] = load_average()
+            return result
         suite.log(f"starting humtemp (2 shards, --workers 1 and --workers {opts.workers}) and bare")
         ingest_shards = shards[:2]
         one = start_humtemp("humtemp", ingest_shards, 1, workdir / "h1", opts.bucket_duration)
@@ -143,21 +157,48 @@ def run(opts: suite.Options, workdir: Path) -> dict:
         three = start_humtemp("humtemp_3", shards, 1, workdir / "h3", opts.bucket_duration)
         cleanup.callback(stop, three)
         result["summary"] = suite.summary_phase(three, opts, shards)
+        stop(three)
+        result["reads"] = _reads(opts, shards, workdir, cleanup)
     result["load_average_end"] = load_average()
     return result
 
 
+def _reads(opts: suite.Options, shards: list, workdir: Path, cleanup: ExitStack) -> dict:
+    """Reads under ingest, on a humtemp of its own over the 3 shards."""
+    suite.log(f"reads under ingest: {opts.reads_labs} labs, {opts.readers} /summary readers, "
+              f"{opts.reads_duration}s each")
+    service = start_humtemp("humtemp_reads", shards, 1, workdir / "hr", opts.bucket_duration)
+    cleanup.callback(stop, service)
+    result = reads_phase(service, shards, opts.reads_labs, opts.readers, opts.reads_duration,
+                         opts.bucket_duration)
+    for labs, row in result["by_labs"].items():
+        suite.log(f"reads {labs} labs: writes p50 {row['write_p50_ms']} ms p99 "
+                  f"{row['write_p99_ms']} ms (alone: {row['writer_alone_p99_ms']} ms), "
+                  f"{row['writes_503']} x 503, {row['reads']} reads "
+                  f"of {row['response_bytes']:,} B, {row['redis_ms_per_fanout']} ms Redis per "
+                  f"fan-out, slowest command {row['any_command_max_ms']} ms, "
+                  f"RSS {row['humtemp_peak_rss_mib']} MiB")
+    stop(service)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
-    opts, out, quick = parse_args(argv)
+    opts, out, quick, reads_only = parse_args(argv)
     require_modules("python -m bench", "bench", "matplotlib")
     require_program("python -m bench", "wrk", "apt-get install wrk")
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="humtemp-bench-") as tmp:
-        result = run(opts, Path(tmp))
+        result = run(opts, Path(tmp), reads_only)
     result["command"] = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
     result["quick"] = quick
     result["started_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
     result["elapsed_s"] = round(time.time() - started, 1)
+    if reads_only:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / ("reads-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started)) + ".json")
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"\nwrote {path} in {result['elapsed_s']} s")
+        return 0
     result["targets"] = evaluate(result, opts.main_connections)
     out.mkdir(parents=True, exist_ok=True)
     stem = "bench-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))

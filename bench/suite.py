@@ -34,6 +34,9 @@ class Options:
     batch_connections: int = 64
     summary_labs: list[int] = field(default_factory=lambda: [1000, 10_000, 100_000])
     summary_duration: float = 5.0
+    reads_labs: list[int] = field(default_factory=lambda: [100_000, 1_000_000])
+    readers: int = 8
+    reads_duration: float = 15.0
     bucket_duration: int = 86400
     workers: int = 2
     aof: bool = True

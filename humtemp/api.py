@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
 from importlib import resources
 from typing import Any
@@ -17,29 +18,36 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from humtemp import metrics
+from humtemp.cardinality import LabCap
 from humtemp.config import Settings
 from humtemp.decoding import NDJSON_TYPES, decode_json_batch, decode_ndjson_batch, decode_one
 from humtemp.errors import JSON_HEADERS, SAFE_HEADERS, ApiError, json_response
+from humtemp.flight import Flight
 from humtemp.idempotency import HEADER as IDEMPOTENCY_HEADER
 from humtemp.idempotency import IdempotencyKey, fingerprint, parse
 from humtemp.instrument import UNMATCHED, Handler, instrumented, unmatched
 from humtemp.model import LAB_ID_PATTERN, Aggregate, Buckets
 from humtemp.store import KeyReused, ShardSet, StoreError, WriteFailed
+from humtemp.summaries import NoShardReadable, Summaries, partial_headers
 from humtemp.tally import CounterTally, HistogramTally, Tallies
 
 SETTINGS = web.AppKey("settings", Settings)
 SHARDS = web.AppKey("shards", ShardSet)
 BUCKETS = web.AppKey("buckets", Buckets)
 STATE = web.AppKey("state", dict)
+SUMMARIES = web.AppKey("summaries", Summaries)
+LAB_CAP = web.AppKey("lab_cap", LabCap)
 TALLIES = web.AppKey("tallies", Tallies)
 ACCEPTED = web.AppKey("accepted", CounterTally)
 BATCH_SIZES = web.AppKey("batch_sizes", HistogramTally)
 EXPOSITION = web.AppKey("exposition", metrics.Exposition)
 OPENAPI = resources.files("humtemp").joinpath("openapi.json").read_bytes()
+log = logging.getLogger(__name__)
 _NULL = b"null"
 PLAIN_JSON = frozenset({"application/json", "application/json; charset=utf-8",
                         "application/json;charset=utf-8", "application/json; charset=UTF-8"})
 MAX_OFFSET = 1_000_000
+MAX_PAGE_LIMIT = 100_000
 
 
 def _store_error(exc: StoreError | WriteFailed | KeyReused, batch: bool) -> ApiError:
@@ -134,9 +142,11 @@ async def post_observation(request: web.Request) -> web.Response:
     buckets = app[BUCKETS]
     key = _idempotency(request, body)
     obs, ts = decode_one(body, buckets, int(time.time()))
+    bucket = buckets.start(ts)
+    if settings.max_labs_per_bucket:
+        await app[LAB_CAP].admit(((obs.lab_id, bucket),))
     try:
-        await app[SHARDS].write([(obs.lab_id, buckets.start(ts), ts, obs.temp, obs.humidity)],
-                                key)
+        await app[SHARDS].write([(obs.lab_id, bucket, ts, obs.temp, obs.humidity)], key)
     except (StoreError, WriteFailed, KeyReused) as exc:
         raise _store_error(exc, batch=False) from None
     app[ACCEPTED].inc()
@@ -164,6 +174,8 @@ async def post_observations(request: web.Request) -> web.Response:
                        f"batch names {len(labs)} labs, the limit is {settings.max_batch_labs}",
                        reason="too_large")
     items = [(o.lab_id, buckets.start(ts), ts, o.temp, o.humidity) for o, ts in valid]
+    if settings.max_labs_per_bucket:
+        await app[LAB_CAP].admit(list({(i[0], i[1]) for i in items}))
     try:
         await app[SHARDS].write(items, key)
     except (StoreError, WriteFailed, KeyReused) as exc:
@@ -191,12 +203,6 @@ def _bucket_for(request: web.Request) -> int:
     return request.app[BUCKETS].relative(int(time.time()), _offset(request))
 
 
-def _partial_headers(missing: list[str]) -> dict[str, str]:
-    if not missing:
-        return {}
-    return {"X-Humtemp-Partial": "true", "X-Humtemp-Missing-Shards": ",".join(missing)}
-
-
 def _stats(agg: Aggregate | None) -> dict[str, Any]:
     if agg is None:
         return {"count": 0, "avg_temp": None, "avg_humidity": None, "min_temp": None,
@@ -206,34 +212,95 @@ def _stats(agg: Aggregate | None) -> dict[str, Any]:
             "min_humidity": agg.hum_min, "max_humidity": agg.hum_max}
 
 
-async def get_summary(request: web.Request) -> web.Response:
+def _no_shard(exc: NoShardReadable) -> ApiError:
+    return ApiError(503, "no_shard_readable",
+                    "no storage shard could be read (missing: "
+                    f"{', '.join(exc.missing)}); retry shortly",
+                    headers={"Retry-After": "1", **partial_headers(exc.missing)})
+
+
+async def _stream(request: web.Request, flight: Flight) -> web.StreamResponse:
+    """Send a read's chunks as they are produced (chunked transfer).
+
+    The status line waits for the first page of every shard. A shard failing after that
+    aborts the connection: the client sees a truncated body, not a complete-looking
+    answer with labs missing."""
+    with flight.join() as chunks:
+        try:
+            head = await asyncio.shield(flight.head)
+        except NoShardReadable as exc:
+            raise _no_shard(exc) from None
+        response = web.StreamResponse(status=head.status, headers={**JSON_HEADERS, **head.headers})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        if request.method == "HEAD":  # headers only: aiohttp sends whatever is written
+            await response.write_eof()
+            return response
+        try:
+            async for chunk in chunks:
+                await response.write(chunk)
+                # write() returns without suspending while the socket takes everything (a
+                # fast client, a cached body): yield anyway, so writes run between chunks.
+                await asyncio.sleep(0)
+        except ConnectionResetError:
+            return response  # the client went away
+        except Exception as exc:
+            log.warning("%s: response aborted after a failure midway (%s: %s)",
+                        request.path, type(exc).__name__, exc)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        await response.write_eof()
+    return response
+
+
+def _wants_fresh(request: web.Request) -> bool:
+    """``Cache-Control: no-cache`` (or ``no-store``, ``max-age=0``): the client needs every
+    write acknowledged before its request, so no shared or cached read will do."""
+    directives = request.headers.get("Cache-Control", "").lower()
+    return any(d in directives for d in ("no-cache", "no-store", "max-age=0"))
+
+
+async def get_summary(request: web.Request) -> web.StreamResponse:
     """The original summary: exactly lab_id, avg_temp, avg_humidity, sorted by lab_id."""
     _require_token(request, request.app[SETTINGS].read_tokens)
-    bucket = _bucket_for(request)
-    read = await request.app[SHARDS].read_bucket(bucket)
-    body = [
-        {"lab_id": lab, "avg_temp": agg.temp_sum / agg.count,  # = avg_temp, minus a call
-         "avg_humidity": agg.hum_sum / agg.count}
-        for lab, agg in sorted(read.labs.items())
-    ]
-    return json_response(body, headers=_partial_headers(read.missing))
+    flight = request.app[SUMMARIES].summary(_bucket_for(request), _wants_fresh(request))
+    return await _stream(request, flight)
 
 
-async def get_summary_detail(request: web.Request) -> web.Response:
-    """All labs with count/min/max, and which shards (if any) could not be read."""
+def _after(request: web.Request) -> str | None:
+    after = request.query.get("after")
+    if after is not None and not LAB_ID_PATTERN.fullmatch(after):
+        raise ApiError(422, "invalid_parameter",
+                       "after must be a lab id: 1-50 characters of letters, digits and / _ . -",
+                       "after")
+    return after
+
+
+def _limit(request: web.Request) -> int | None:
+    raw = request.query.get("limit")
+    if raw is None:
+        return None
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ApiError(422, "invalid_parameter", f"limit must be an integer, got {raw!r}",
+                       "limit") from None
+    if not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise ApiError(422, "invalid_parameter",
+                       f"limit must be between 1 and {MAX_PAGE_LIMIT}, got {limit}", "limit")
+    return limit
+
+
+async def get_summary_detail(request: web.Request) -> web.StreamResponse:
+    """All labs with count/min/max, and which shards (if any) could not be read;
+    ``limit`` and ``after`` page through them (``next_after`` is the next cursor)."""
     _require_token(request, request.app[SETTINGS].read_tokens)
     bucket = _bucket_for(request)
-    read = await request.app[SHARDS].read_bucket(bucket)
-    duration = request.app[BUCKETS].duration
-    body = {
-        "bucket_start": bucket,
-        "bucket_end": bucket + duration,
-        "partial": read.partial,
-        "missing_shards": read.missing,
-        "reset_shards": request.app[SHARDS].resets_since(bucket),
-        "labs": [{"lab_id": lab, **_stats(agg)} for lab, agg in sorted(read.labs.items())],
-    }
-    return json_response(body, headers=_partial_headers(read.missing))
+    after, limit = _after(request), _limit(request)
+    flight = request.app[SUMMARIES].detail(bucket, request.app[BUCKETS].duration, after, limit,
+                                           _wants_fresh(request))
+    return await _stream(request, flight)
 
 
 async def get_summary_lab(request: web.Request) -> web.Response:
@@ -246,7 +313,10 @@ async def get_summary_lab(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_parameter",
                        "lab_id must be 1-50 characters of letters, digits and / _ . -", "lab_id")
     bucket = _bucket_for(request)
-    agg, missing = await request.app[SHARDS].read_lab(bucket, lab_id)
+    try:
+        agg, missing = await request.app[SUMMARIES].read_lab(bucket, lab_id)
+    except NoShardReadable as exc:
+        raise _no_shard(exc) from None
     body = {
         "lab_id": lab_id,
         "bucket_start": bucket,
@@ -255,7 +325,7 @@ async def get_summary_lab(request: web.Request) -> web.Response:
         "partial": bool(missing),
         "missing_shards": missing,
     }
-    return json_response(body, headers=_partial_headers(missing))
+    return json_response(body, headers=partial_headers(missing))
 
 
 async def healthz(request: web.Request) -> web.Response:

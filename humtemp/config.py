@@ -210,6 +210,21 @@ OPTIONS: tuple[Option, ...] = (
            lambda s, r: _parse_float(s, r, None), "0", "SECONDS"),
     Option("max_pending", "observations queued per shard before answering 503",
            lambda s, r: _parse_int(s, r, 1), "50000", "N"),
+    Option("read_connections",
+           "read connections per shard; more concurrent reads wait for one (never an error)",
+           lambda s, r: _parse_int(s, r, 1), "4", "N"),
+    Option("read_cache_seconds",
+           "seconds a finished /summary or /summary/detail answer is reused by identical "
+           "reads (0: only reads running at the same time share one fan-out)",
+           lambda s, r: _parse_float(s, r, None), "1", "SECONDS"),
+    Option("read_cache_bytes",
+           "largest read body kept for sharing and caching; a larger read streams "
+           "through this much memory per fan-out",
+           lambda s, r: _parse_int(s, r, 4096), "8388608", "BYTES"),
+    Option("max_labs_per_bucket",
+           "labs a bucket may hold before writes creating new labs get 429 "
+           "lab_limit_reached (0: no limit)",
+           lambda s, r: _parse_int(s, r, 0), "0", "N"),
     Option("on_shard_down", "writes for a down shard: reroute to the next live shard, or reject",
            _choice("reroute", "reject"), "reroute", "POLICY"),
     Option("min_live_shards", "/readyz answers 503 below this many live shards",
@@ -263,6 +278,10 @@ class Settings:
     redis_timeout: float
     flush_linger: float
     max_pending: int
+    read_connections: int
+    read_cache_seconds: float
+    read_cache_bytes: int
+    max_labs_per_bucket: int
     on_shard_down: str
     min_live_shards: int
     probe_interval: float

@@ -101,6 +101,24 @@ SUMMARY_FANOUT = Histogram(
     "Time to read one bucket from every shard and merge.",
     buckets=LATENCY_BUCKETS,
 )
+BUCKET_READS = Counter(
+    "humtemp_bucket_reads",
+    "Whole-bucket reads (/summary, /summary/detail) by where the answer came from: "
+    "a fan-out to the shards, shared with an identical read in flight, or the cache.",
+    ["source"],
+)
+EVENT_LOOP_LAG = Histogram(
+    "humtemp_event_loop_lag_seconds",
+    "How late the event loop woke a task that slept a fixed interval: time the loop was "
+    "busy with something else (a long step delays every request and flush).",
+    buckets=LATENCY_BUCKETS,
+)
+BUCKET_LABS = Gauge(
+    "humtemp_bucket_labs",
+    "Labs in the current bucket on a shard (its lab index, sampled every few seconds).",
+    ["shard"],
+    multiprocess_mode="max",
+)
 BUILD_INFO = Gauge(
     "humtemp_build_info", "Always 1; labels carry the version.", ["version"],
     multiprocess_mode="max",

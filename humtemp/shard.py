@@ -1,4 +1,4 @@
-"""One Redis shard: its group-commit writer, its reads, and its circuit breaker.
+"""One Redis shard: its group-commit writer and its circuit breaker (reads: reader.py).
 
 Write path: ``submit_one``/``submit`` merge observations into the open batch and
 return the batch's future; ``submit_keyed`` adds a keyed part with a future of its
@@ -36,7 +36,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from humtemp import layout, metrics
+from humtemp import metrics
 from humtemp.config import Settings, ShardSpec
 from humtemp.outcomes import (
     ShardOutcomeUnknown,
@@ -596,17 +596,3 @@ class Shard:
         """True while a restarted Redis still replays its AOF (it answers LOADING)."""
         info = await self.reader.info("persistence")
         return bool(info.get("loading", 0))
-
-    # -- reads ----------------------------------------------------------------------
-
-    def bucket_key(self, bucket: int) -> bytes:
-        """The hash holding every lab's aggregate of one bucket on this shard."""
-        return layout.bucket_key(self._prefix, bucket)
-
-    async def read_bucket(self, bucket: int) -> dict[bytes, bytes]:
-        """Every lab's packed aggregate (:data:`layout.AGGREGATE`) in a bucket, by lab id."""
-        return await self.reader.hgetall(self.bucket_key(bucket))  # type: ignore[no-any-return]
-
-    async def read_lab(self, bucket: int, lab_id: str) -> bytes | None:
-        """One lab's packed aggregate in a bucket, or None."""
-        return await self.reader.hget(self.bucket_key(bucket), lab_id)  # type: ignore[no-any-return]

@@ -19,18 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass, field
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-
-from humtemp import layout, metrics
+from humtemp import metrics
 from humtemp.config import Settings, ShardSpec
 from humtemp.guards import ShardGuards
 from humtemp.idempotency import IdempotencyKey
-from humtemp.model import Aggregate, Buckets
+from humtemp.model import Buckets
 from humtemp.outcomes import (
     KeyReused,
     ShardOutcomeUnknown,
@@ -45,7 +40,6 @@ from humtemp.shard import KEY_CONFLICT, MAX_LABS_PER_CALL, Batch, Shard
 from humtemp.tally import Tallies
 
 __all__ = [
-    "BucketRead",
     "KeyReused",
     "ShardOutcomeUnknown",
     "ShardOverloaded",
@@ -60,18 +54,6 @@ log = logging.getLogger(__name__)
 
 Item = tuple[str, int, int, float, float]
 """(lab_id, bucket_start, timestamp, temp, humidity), ready for a shard."""
-
-
-@dataclass(slots=True)
-class BucketRead:
-    """A merged read of one bucket, and which shards could not be asked."""
-
-    labs: dict[str, Aggregate] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)
-
-    @property
-    def partial(self) -> bool:
-        return bool(self.missing)
 
 
 def _chunks(items: list[Item]) -> list[list[Item]]:
@@ -302,61 +284,3 @@ class ShardSet:
         owner = self.ring.owner(lab_id)
         if owner != stored_on:
             metrics.SHARD_REROUTES.labels(shard=owner).inc(n)
-
-    # -- reads -------------------------------------------------------------------
-
-    async def read_bucket(self, bucket: int) -> BucketRead:
-        """Every lab's aggregate in a bucket, merged over the shards that are up."""
-        started = time.perf_counter()
-        result = BucketRead()
-        names = self.live
-        result.missing = [n for n in self.shards if n not in names]
-        replies = await asyncio.gather(
-            *(self._guarded(self.shards[n].read_bucket(bucket)) for n in names),
-            return_exceptions=True,
-        )
-        labs = result.labs
-        for name, reply in zip(names, replies, strict=True):
-            if isinstance(reply, BaseException):
-                self._read_failed(name, reply, result)
-                continue
-            aggregates = layout.unpack_many(reply.values())
-            for raw_lab, agg in zip(reply, aggregates, strict=True):
-                lab = raw_lab.decode()
-                have = labs.get(lab)
-                labs[lab] = agg if have is None else have.merge(agg)
-        metrics.SUMMARY_FANOUT.observe(time.perf_counter() - started)
-        return result
-
-    async def read_lab(self, bucket: int, lab_id: str) -> tuple[Aggregate | None, list[str]]:
-        """One lab's aggregate, merged over every live shard (data may sit on several)."""
-        names = self.live
-        missing = [n for n in self.shards if n not in names]
-        replies = await asyncio.gather(
-            *(self._guarded(self.shards[n].read_lab(bucket, lab_id)) for n in names),
-            return_exceptions=True,
-        )
-        total: Aggregate | None = None
-        probe = BucketRead(missing=missing)
-        for name, reply in zip(names, replies, strict=True):
-            if isinstance(reply, BaseException):
-                self._read_failed(name, reply, probe)
-                continue
-            if reply is not None:
-                agg = layout.unpack(reply)
-                total = agg if total is None else total.merge(agg)
-        return total, probe.missing
-
-    async def _guarded(self, coro):  # type: ignore[no-untyped-def]
-        async with asyncio.timeout(self.settings.shard_deadline):
-            return await coro
-
-    def _read_failed(self, name: str, exc: BaseException, result: BucketRead) -> None:
-        if not isinstance(exc, RedisError | OSError | TimeoutError):
-            raise exc
-        kind = "timeout" if isinstance(exc, TimeoutError) else "read"
-        metrics.SHARD_ERRORS.labels(shard=name, kind=kind).inc()
-        log.warning("shard %s: read failed (%s)", name, exc)
-        result.missing.append(name)
-        if isinstance(exc, RedisConnectionError | OSError):
-            self.shards[name].report_failure(f"read failed: {exc}")

@@ -216,7 +216,11 @@ class HttpSummaryClient:
         import requests  # a Locust dependency
 
         self.base = base_url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # no-cache: a fresh read, not humtemp's short read cache or a read already in
+        # flight, so every acknowledged write is in the answer.
+        self.headers = {"Cache-Control": "no-cache"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout
         self._local = threading.local()
         self._requests = requests

@@ -29,6 +29,7 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_loadtest_shapes": ("slow", "loadtest"),
     "test_loadtest_verify": ("loadtest",),
     "test_loadtest_faults": ("slow", "loadtest"),
+    "test_reads_under_ingest": ("slow", "subprocess"),
     "test_embedded_lifetime": ("slow", "subprocess"),
     "test_extras": ("subprocess",),
     "test_processes": ("subprocess",),

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from humtemp.api import SHARDS
+from humtemp.api import SUMMARIES
+from humtemp.reader import Chunk
 from tests.conftest import ClientFactory, holds_no_data, now
 from tests.support.metrics import metric_value
 from tests.support.redis_server import RedisServer
@@ -165,10 +167,12 @@ async def test_internal_error_is_a_bare_500_without_trace(
 ) -> None:
     client = await make_client()
 
-    async def broken(*_args: object) -> None:
+    async def broken(*_args: object) -> AsyncIterator[Chunk]:
         raise RuntimeError("secret internals at /srv/humtemp/store.py line 42")
+        yield []
 
-    monkeypatch.setattr(client.app[SHARDS], "read_bucket", broken)  # type: ignore[index]
+    for reader in client.app[SUMMARIES].readers.values():  # type: ignore[index]
+        monkeypatch.setattr(reader, "pages", broken)
     resp = await client.get("/summary")
     assert resp.status == 500
     text = await resp.text()

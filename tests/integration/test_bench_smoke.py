@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SECTIONS = ("options", "machine", "ingest", "multiworker", "batch", "summary", "targets")
+SECTIONS = ("options", "machine", "ingest", "multiworker", "batch", "summary", "reads",
+            "targets")
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +115,32 @@ def test_redis_cost_benchmark_runs() -> None:
         "| PING", "| EVALSHA 'return 1'", "| write.lua, 1 labs", "| write.lua, 4 labs"]
     per_call = [float(line.split(" | ")[1].split()[0]) for line in table[1:]]
     assert all(cost > 0 for cost in per_call), table
+
+
+def _check_reads(reads: dict, labs: int) -> None:
+    row = reads["by_labs"][str(labs)]
+    assert row["writes"] > 0 and row["writes_503"] == 0 and row["readyz_failures"] == 0
+    assert row["reads"] > 0 and row["fanouts"] >= 1
+    assert row["response_bytes"] > labs * 40  # ~60 bytes per lab in /summary
+    assert row["read_commands"] > 0 and row["redis_ms_per_fanout"] > 0
+    assert row["humtemp_peak_rss_mib"] > 0
+
+
+def test_reads_under_ingest_in_the_full_run(quick_result: tuple[dict, Path, str]) -> None:
+    _check_reads(quick_result[0]["reads"], 1000)
+
+
+def test_reads_only_runs_just_that_scenario(tmp_path: Path) -> None:
+    """`python -m bench --reads-only`: the scenario alone, written to reads-*.json."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--reads-only", "--quick", "--reads-labs", "3000",
+         "--out", str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (path,) = tmp_path.glob("reads-*.json")
+    result = json.loads(path.read_text())
+    assert "ingest" not in result
+    _check_reads(result["reads"], 3000)
+    assert "reads 3000 labs: writes p50" in proc.stdout

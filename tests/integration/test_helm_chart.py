@@ -63,6 +63,14 @@ CASES: dict[str, dict] = {
     "auth": {"redis": {"auth": {"enabled": True}, "shards": 4}},
     "auth-existing": {"redis": {"auth": {"enabled": True, "existingSecret": "my-redis"}}},
     "workers-no-persistence": {"workers": 2, "redis": {"persistence": {"enabled": False}}},
+    "readers": {
+        "readers": {"enabled": True, "replicaCount": 3,
+                    "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 5}},
+        "ingress": {"enabled": True, "hosts": [
+            {"host": "sensors.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}]},
+        "metrics": {"serviceMonitor": {"enabled": True}},
+        "config": {"readCacheSeconds": 0.5, "maxLabsPerBucket": 1000000},
+    },
     "capacity-100k": yaml.safe_load((CHART / "values-100k.yaml").read_text()),
 }
 
@@ -82,8 +90,8 @@ def docs(case: str) -> list[dict]:
 
 
 def app_container(objs: list[dict]) -> dict:
-    """The humtemp container of the Deployment."""
-    dep = km.one(objs, "Deployment")
+    """The humtemp container of the (server) Deployment."""
+    dep = next(d for d in km.by_kind(objs, "Deployment") if d["metadata"]["name"] == FULLNAME)
     containers = dep["spec"]["template"]["spec"]["containers"]
     (container,) = [c for c in containers if c["name"] == "humtemp"]
     return container
@@ -268,6 +276,55 @@ def test_app_and_shard_pods_are_disjoint() -> None:
     app_sel = km.one(objs, "Deployment")["spec"]["selector"]["matchLabels"]
     sts_labels = km.one(objs, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
     assert not km.labels_match(app_sel, sts_labels)
+
+
+def test_readers_off_by_default() -> None:
+    objs = docs("defaults")
+    assert [d["metadata"]["name"] for d in km.by_kind(objs, "Deployment")] == [FULLNAME]
+    assert all("readers" not in o["metadata"]["name"] for o in objs)
+
+
+def test_readers_deployment_serves_summaries_by_path() -> None:
+    """readers.enabled: a second Deployment of the same image, its own Service, HPA and
+    PDB; the ingress sends /summary* to it and everything else to the server pods."""
+    objs = docs("readers")
+    readers = f"{FULLNAME}-readers"
+    deps = {d["metadata"]["name"]: d for d in km.by_kind(objs, "Deployment")}
+    assert set(deps) == {FULLNAME, readers}
+    server, reader = deps[FULLNAME], deps[readers]
+    server_pod = server["spec"]["template"]["spec"]["containers"][0]
+    reader_pod = reader["spec"]["template"]["spec"]["containers"][0]
+    assert reader_pod["image"] == server_pod["image"] and reader_pod["env"] == server_pod["env"]
+    assert env_of(reader_pod)["HUMTEMP_READ_CACHE_SECONDS"]["value"] == "0.5"
+    assert env_of(reader_pod)["HUMTEMP_MAX_LABS_PER_BUCKET"]["value"] == "1000000"
+    assert "replicas" not in reader["spec"] and server["spec"]["replicas"] == 2
+    # Disjoint pods: neither Deployment nor Service selects the other's pods.
+    services = {s["metadata"]["name"]: s for s in km.by_kind(objs, "Service")}
+    for dep, other in ((server, reader), (reader, server)):
+        sel = dep["spec"]["selector"]["matchLabels"]
+        assert km.labels_match(sel, dep["spec"]["template"]["metadata"]["labels"])
+        assert not km.labels_match(sel, other["spec"]["template"]["metadata"]["labels"])
+        svc = services[dep["metadata"]["name"]]
+        assert svc["spec"]["selector"] == sel
+    hpas = {h["metadata"]["name"]: h for h in km.by_kind(objs, "HorizontalPodAutoscaler")}
+    assert hpas[readers]["spec"]["scaleTargetRef"]["name"] == readers
+    assert (hpas[readers]["spec"]["minReplicas"], hpas[readers]["spec"]["maxReplicas"]) == (2, 5)
+    pdbs = {p["metadata"]["name"]: p for p in km.by_kind(objs, "PodDisruptionBudget")}
+    assert pdbs[readers]["spec"]["selector"]["matchLabels"] == reader["spec"]["selector"][
+        "matchLabels"]
+    (rule,) = km.one(objs, "Ingress")["spec"]["rules"]
+    routes = {p["path"]: p["backend"]["service"]["name"] for p in rule["http"]["paths"]}
+    assert routes == {"/summary": readers, "/": FULLNAME}
+    # The shards admit both kinds of pod; the ServiceMonitor scrapes both Services.
+    policy = km.one(objs, "NetworkPolicy")
+    peers = [peer["podSelector"]["matchLabels"] for peer in policy["spec"]["ingress"][0]["from"]]
+    for dep in (server, reader):
+        assert any(km.labels_match(p, dep["spec"]["template"]["metadata"]["labels"])
+                   for p in peers)
+    monitors = km.by_kind(objs, "ServiceMonitor")
+    for svc in (services[FULLNAME], services[readers]):
+        assert sum(km.labels_match(m["spec"]["selector"]["matchLabels"], svc["metadata"]["labels"])
+                   for m in monitors) == 1
 
 
 def test_multiple_workers_get_a_writable_metrics_dir() -> None:

@@ -29,8 +29,9 @@ def owner_of(lab: str, shards: list[RedisServer]) -> str:
 
 
 async def counts(client: TestClient) -> dict[str, int]:
-    """Each lab's count in the current bucket."""
-    resp = await client.get("/summary/detail", params={"offset": 0})
+    """Each lab's count in the current bucket, read fresh (not from the read cache)."""
+    resp = await client.get("/summary/detail", params={"offset": 0},
+                            headers={"Cache-Control": "no-cache"})
     assert resp.status == 200
     return {lab["lab_id"]: lab["count"] for lab in (await resp.json())["labs"]}
 

@@ -24,6 +24,7 @@ ALERT_NAMES = {
     "HumtempPendingQueueGrowing",
     "HumtempShardReset",
     "HumtempShardMemoryHigh",
+    "HumtempBucketLabsHigh",
 }
 # Every metric family of CONTRACT.md must be on the dashboard.
 CONTRACT_METRICS = {
@@ -42,6 +43,9 @@ CONTRACT_METRICS = {
     "humtemp_shard_resets_total",
     "humtemp_shard_memory_used_ratio",
     "humtemp_read_fanout_duration_seconds",
+    "humtemp_bucket_reads_total",
+    "humtemp_event_loop_lag_seconds",
+    "humtemp_bucket_labs",
     "humtemp_build_info",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",

@@ -114,8 +114,15 @@ async def test_all_shards_down_is_503_not_500(
     assert resp.status == 503
     resp = await client.post("/observations", json=[obs("x"), obs("y")])
     assert resp.status == 503
-    summary = await client.get("/summary")
-    assert summary.status == 200 and summary.headers["X-Humtemp-Partial"] == "true"
+    # No shard readable is not "no data": 503 + Retry-After on every read route.
+    for path, params in (("/summary", {}), ("/summary/detail", {"offset": "0"}),
+                         ("/summary/lab", {"lab_id": "x"})):
+        read = await client.get(path, params=params)
+        assert read.status == 503, path
+        assert read.headers["Retry-After"] == "1"
+        assert read.headers["X-Humtemp-Missing-Shards"].count(",") == 2
+        body = await read.json()
+        assert body["error"] == "no_shard_readable" and body["field"] is None
     assert (await client.get("/readyz")).status == 503
     for s in clean_shards:
         s.start()

@@ -65,6 +65,27 @@ app.kubernetes.io/component: server
 {{- end }}
 
 {{/*
+Labels and selector labels of one humtemp component (server or reader): dict root, component.
+*/}}
+{{- define "humtemp.componentLabels" -}}
+{{ include "humtemp.commonLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "humtemp.componentSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "humtemp.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
+Name of the read-only Deployment, Service and HPA (readers.enabled).
+*/}}
+{{- define "humtemp.readers.fullname" -}}
+{{- printf "%s-readers" (include "humtemp.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
 Name of the service account to use.
 */}}
 {{- define "humtemp.serviceAccountName" -}}
