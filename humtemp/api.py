@@ -69,8 +69,9 @@ def _store_error(exc: StoreError | WriteFailed | KeyReused, batch: bool) -> ApiE
     return error
 
 
-def _idempotency(request: web.Request, body: bytes) -> IdempotencyKey | None:
-    raw = request.headers.get(IDEMPOTENCY_HEADER)
+def _idempotency(request: web.Request, body: bytes, raw: str | None) -> IdempotencyKey | None:
+    """The request's key (``raw``: its Idempotency-Key header, looked up by the caller so
+    the usual request without one costs no call) and the body's fingerprint."""
     if raw is None:
         return None
     try:
@@ -140,7 +141,8 @@ async def post_observation(request: web.Request) -> web.Response:
     # sensors sending `curl -d` (form-encoded), text/plain or no type at all keep working.
     body = await _read_body(request, settings)
     buckets = app[BUCKETS]
-    key = _idempotency(request, body)
+    raw_key = request.headers.get(IDEMPOTENCY_HEADER)
+    key = None if raw_key is None else _idempotency(request, body, raw_key)
     obs, ts = decode_one(body, buckets, int(time.time()))
     bucket = buckets.start(ts)
     if settings.max_labs_per_bucket:
@@ -165,7 +167,7 @@ async def post_observations(request: web.Request) -> web.Response:
         valid = decode_ndjson_batch(body, buckets, now, settings.max_batch_items)
     else:
         valid = decode_json_batch(body, buckets, now, settings.max_batch_items)
-    key = _idempotency(request, body)
+    key = _idempotency(request, body, request.headers.get(IDEMPOTENCY_HEADER))
     if not valid:
         raise ApiError(422, "invalid_observation", "batch is empty", None, reason="invalid")
     labs = {obs.lab_id for obs, _ in valid}

@@ -145,6 +145,9 @@ async def serve(settings: Settings, shards: Sequence[ShardSpec], early: EarlySig
         await runner.cleanup()
         raise SystemExit(f"humtemp: cannot listen on {settings.host}:{settings.port}: "
                          f"{exc.strerror or exc}") from None
+    # The app, its shards and their connections live as long as the worker: out of the
+    # collector's reach too, as what the worker imported is (_tune_gc).
+    gc.freeze()
     names = ", ".join(s.name for s in shards)
     log.info("humtemp %s serving on http://%s:%d with %d shard(s): %s",
              __version__, settings.host, settings.port, len(shards), names)

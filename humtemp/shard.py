@@ -195,17 +195,22 @@ class Batch(Groups):
         return not self.observations and not self.keyed
 
     def payload(self, expire_at: Callable[[int], int], dedup: bool, ttl: int) -> bytes:
+        if not self.keyed:
+            return _pack((self.rows(expire_at, dedup), ()))
         keyed = [(p.record, p.fingerprint, ttl, p.rows(expire_at, dedup)) for p in self.keyed]
         return _pack((self.rows(expire_at, dedup), keyed))
 
-    def settle(self, reply: list[int] | None, error: StoreError | None, unkeyed: bool = True
-               ) -> None:
-        """Resolve every waiter with the script's reply, or with ``error``; the unkeyed
-        waiters only if ``unkeyed`` (else their observations were handed elsewhere)."""
+    def settle(self, reply: int | list[int] | None, error: StoreError | None,
+               unkeyed: bool = True) -> None:
+        """Resolve every waiter with the script's reply (a count, or with keyed parts a
+        list: the count, then each part's status), or with ``error``; the unkeyed waiters
+        only if ``unkeyed`` (else their observations were handed elsewhere)."""
         if error is None:
-            assert reply is not None
             if not self.future.done():
                 self.future.set_result(None)
+            if not self.keyed:
+                return
+            assert isinstance(reply, list)
             for part, status in zip(self.keyed, reply[1:], strict=True):
                 if not part.future.done():
                     part.future.set_result(status)
@@ -439,7 +444,7 @@ class Shard:
     async def _flush(self, batch: Batch) -> None:
         started = time.perf_counter()
         error: StoreError | None = None
-        reply: list[int] | None = None
+        reply: int | list[int] | None = None
         try:
             if not self.up:
                 raise ShardUnavailable(self.name, "marked down")
@@ -492,7 +497,7 @@ class Shard:
         self._refusal_logged_at = now
         self._refusals_unlogged = 0
 
-    async def _evalsha(self, conn: AbstractConnection, payload: bytes) -> list[int]:
+    async def _evalsha(self, conn: AbstractConnection, payload: bytes) -> int | list[int]:
         command = self._write_command(payload)
         async with asyncio.timeout(self.settings.redis_timeout):
             await conn.send_packed_command(command, check_health=False)

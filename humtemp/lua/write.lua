@@ -7,8 +7,9 @@
 --          Idempotency-Key; each is stored only if <prefix>k:<record> is absent, and
 --          that record is written in this same call, so a part is stored with its
 --          record or not at all.
--- Returns {observations stored, status of keyed part 1, ...}: 1 stored now, 0 stored
--- before (same fingerprint), -1 the record holds another fingerprint (nothing stored).
+-- Returns the observations stored (an integer) when keyed is empty, else {observations
+-- stored, status of keyed part 1, ...}: 1 stored now, 0 stored before (same fingerprint),
+-- -1 the record holds another fingerprint (nothing stored).
 --
 -- One call per flush: Redis runs it atomically, and the client packs a single
 -- argument instead of thousands. Every read comes before the first write: Redis
@@ -67,9 +68,12 @@ end
 
 -- 1. Which keyed parts to store (reads only). Two parts with one record in this call
 -- (concurrent duplicates that met in one flush) are decided as if one came first.
-local status, todo, records, decided = {}, {}, {}, {}
-for g = 1, #groups do
-  todo[#todo + 1] = groups[g]
+local status, todo, records, decided = {}, groups, {}, {}
+if #keyed > 0 then
+  todo = {}
+  for g = 1, #groups do
+    todo[#todo + 1] = groups[g]
+  end
 end
 for p = 1, #keyed do
   local part = keyed[p]
@@ -199,6 +203,9 @@ for r = 1, #records do
   call('SET', records[r][1], records[r][2], 'EX', records[r][3])
 end
 
+if #keyed == 0 then
+  return stored
+end
 local reply = {stored}
 for p = 1, #keyed do
   reply[p + 1] = status[p]

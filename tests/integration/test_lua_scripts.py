@@ -24,13 +24,16 @@ def r(clean_shards: list[RedisServer]):  # type: ignore[no-untyped-def]
 
 
 def call(r, groups, keyed=(), mode="agg", prefix="p:"):  # type: ignore[no-untyped-def]
-    """The script's whole reply: [observations stored, status of each keyed part...]."""
+    """The script's whole reply: observations stored, or with keyed parts
+    [observations stored, status of each keyed part...]."""
     return r.eval(WRITE_SCRIPT, 0, prefix, pack([groups, list(keyed)]), mode)
 
 
 def write(r, groups, mode="agg", prefix="p:"):  # type: ignore[no-untyped-def]
-    """Observations stored by an unkeyed flush."""
-    return call(r, groups, mode=mode, prefix=prefix)[0]
+    """Observations stored by an unkeyed flush (the reply is that count alone)."""
+    reply = call(r, groups, mode=mode, prefix=prefix)
+    assert isinstance(reply, int)
+    return reply
 
 
 def read(r, bucket, prefix="p:"):  # type: ignore[no-untyped-def]
