@@ -38,6 +38,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from humtemp import metrics
 from humtemp.config import Settings, ShardSpec
+from humtemp.deadline import ShardDeadline
 from humtemp.outcomes import (
     ShardOutcomeUnknown,
     ShardOverloaded,
@@ -499,7 +500,8 @@ class Shard:
 
     async def _evalsha(self, conn: AbstractConnection, payload: bytes) -> int | list[int]:
         command = self._write_command(payload)
-        async with asyncio.timeout(self.settings.redis_timeout):
+        # Not asyncio.timeout: a stall of our own loop is not the shard's (deadline.py).
+        async with ShardDeadline(self.settings.redis_timeout):
             await conn.send_packed_command(command, check_health=False)
             try:
                 reply = await conn.read_response()

@@ -10,11 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 from aiohttp.test_utils import TestClient
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from humtemp.ring import ShardRing
 from tests.conftest import ClientFactory, holds_no_data, obs, stored_labs
@@ -22,6 +19,7 @@ from tests.support.buckets import mid_bucket_env
 from tests.support.http import HumtempProcess
 from tests.support.metrics import metric_value
 from tests.support.redis_server import RedisServer
+from tests.support.stall import stall
 from tests.support.waiting import async_wait_until, wait_until
 
 
@@ -30,30 +28,6 @@ def labs_on(shard: RedisServer, shards: list[RedisServer], n: int, prefix: str =
     ring = ShardRing([s.name for s in shards])
     return [lab for lab in (f"{prefix}{i}" for i in range(100000))
             if ring.owner(lab) == shard.name][:n]
-
-
-BUSY_LUA = """
-local t = redis.call('TIME')
-local until_us = (t[1] * 1000000 + t[2]) + ARGV[1] * 1000000
-repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= until_us
-return 1
-"""
-
-
-def stall(server: RedisServer, seconds: float) -> threading.Thread:
-    """Block the whole redis-server (a busy script), as a stalled disk or CPU would."""
-    thread = threading.Thread(target=server.client().eval, args=(BUSY_LUA, 0, seconds))
-    thread.start()
-    probe = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=0.1,
-                        retry=Retry(NoBackoff(), 0))
-    deadline = time.monotonic() + seconds / 2
-    while time.monotonic() < deadline:  # stalled once a PING stops being answered
-        try:
-            probe.ping()
-        except redis.TimeoutError:
-            return thread
-        time.sleep(0.01)
-    raise AssertionError("the stall script did not start")
 
 
 def test_kill9_one_of_three_shards_under_load_loses_nothing_acknowledged(
