@@ -114,6 +114,8 @@ spec:
               value: {{ $root.Values.config.minLiveShards | int64 | quote }}
             - name: HUMTEMP_SHUTDOWN_TIMEOUT
               value: {{ $root.Values.config.shutdownTimeout | int64 | quote }}
+            - name: HUMTEMP_IDEMPOTENCY_TTL
+              value: {{ $root.Values.config.idempotencyTtl | int64 | quote }}
             - name: HUMTEMP_CLIENT_TIMEOUT
               value: {{ $root.Values.config.clientTimeout | int64 | quote }}
             - name: HUMTEMP_LOG_LEVEL
