@@ -501,6 +501,6 @@ def test_capacity_profile_matches_docs_capacity() -> None:
     assert len(table) == 6
     objs = rendered("capacity-100k")
     hpa = next(o for o in objs if o["kind"] == "HorizontalPodAutoscaler")
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (19, 28)
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (12, 18)
     sts = next(o for o in objs if o["kind"] == "StatefulSet")
-    assert sts["spec"]["replicas"] == 6
+    assert sts["spec"]["replicas"] == 5
