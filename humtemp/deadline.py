@@ -7,6 +7,9 @@ answered in time: the reply was sitting in the socket when the timer ran first
 (invariant 7, issue 13). So the timer checks how late it ran: if the loop stalled past
 the deadline, the shard gets that time back, once, and the reply already received is
 read before the write is given up.
+
+A plain ``with`` (not ``async with``): it runs once per flush, and the coroutine-based
+enter/exit of ``asyncio.timeout`` would add two awaits to every flush for nothing.
 """
 
 from __future__ import annotations
@@ -19,33 +22,37 @@ STALL = 0.05
 
 
 class ShardDeadline:
-    """``async with ShardDeadline(seconds):`` raises TimeoutError like ``asyncio.timeout``,
-    after ``seconds`` of time the loop was free to notice a reply (at most twice
-    ``seconds`` of wall time)."""
+    """``with ShardDeadline(seconds):`` inside a task raises TimeoutError like
+    ``asyncio.timeout``, after ``seconds`` of time the loop was free to notice a reply
+    (at most twice ``seconds`` of wall time)."""
 
-    __slots__ = ("_due", "_extended", "_handle", "_loop", "_seconds", "_timeout")
+    __slots__ = ("_due", "_expired", "_extended", "_handle", "_loop", "_seconds", "_task")
 
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
-        self._timeout = asyncio.timeout(None)
-        self._handle: asyncio.TimerHandle | None = None
-        self._due = 0.0
         self._extended = 0.0
+        self._expired = False
+        self._handle: asyncio.TimerHandle | None = None
 
-    async def __aenter__(self) -> ShardDeadline:
-        await self._timeout.__aenter__()
-        self._loop = asyncio.get_running_loop()
+    def __enter__(self) -> ShardDeadline:
+        task = asyncio.current_task()
+        assert task is not None, "ShardDeadline needs a running task"
+        self._task = task
+        self._loop = task.get_loop()
         self._due = self._loop.time() + self._seconds
         self._handle = self._loop.call_at(self._due, self._check)
         return self
 
-    async def __aexit__(
+    def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
+    ) -> None:
         if self._handle is not None:
             self._handle.cancel()
-        return await self._timeout.__aexit__(kind, exc, tb)
+            self._handle = None
+        # Our own cancellation becomes a TimeoutError; anyone else's stays a cancellation.
+        if self._expired and kind is asyncio.CancelledError and self._task.uncancel() == 0:
+            raise TimeoutError from exc
 
     def _check(self) -> None:
         now = self._loop.time()
@@ -58,4 +65,5 @@ class ShardDeadline:
             self._handle = self._loop.call_at(self._due, self._check)
             return
         self._handle = None
-        self._timeout.reschedule(now)  # expires: asyncio cancels and raises TimeoutError
+        self._expired = True
+        self._task.cancel()

@@ -84,13 +84,14 @@ class ShardReader:
         A read that finds its pooled connection closed is tried once more on a new one:
         after a shard restarted, every idle read connection is stale, and a read is safe
         to repeat. Only a second failure is the shard's."""
-        async with self._slots, ShardDeadline(self._deadline):
-            try:
-                return await command()
-            except RedisConnectionError as exc:
-                if isinstance(exc, MaxConnectionsError):
-                    raise
-                return await command()
+        async with self._slots:
+            with ShardDeadline(self._deadline):
+                try:
+                    return await command()
+                except RedisConnectionError as exc:
+                    if isinstance(exc, MaxConnectionsError):
+                        raise
+                    return await command()
 
     async def read_lab(self, bucket: int, lab_id: str) -> Aggregate | None:
         """One lab's aggregate in a bucket (one ``HGET``), or None."""

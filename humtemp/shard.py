@@ -501,7 +501,7 @@ class Shard:
     async def _evalsha(self, conn: AbstractConnection, payload: bytes) -> int | list[int]:
         command = self._write_command(payload)
         # Not asyncio.timeout: a stall of our own loop is not the shard's (deadline.py).
-        async with ShardDeadline(self.settings.redis_timeout):
+        with ShardDeadline(self.settings.redis_timeout):
             await conn.send_packed_command(command, check_health=False)
             try:
                 reply = await conn.read_response()
