@@ -82,11 +82,16 @@ def clean_shards(shards: list[RedisServer]) -> list[RedisServer]:
 
 
 def settings_for(servers: list[RedisServer], **overrides: Any) -> Settings:
-    """Settings for these shards, with "now" mid-bucket (tests.support.buckets)."""
+    """Settings for these shards, with "now" mid-bucket (tests.support.buckets).
+
+    The summary cache is off unless a test asks for it: tests check that what was just
+    acknowledged is read back, which the cache may lag by up to
+    HUMTEMP_READ_CACHE_SECONDS (its own tests, in test_reads.py, turn it on)."""
     env = {"HUMTEMP_REDIS_URLS": ",".join(s.spec for s in servers)}
     base = load_settings(env)
     duration = overrides.get("bucket_duration", base.bucket_duration)
     overrides.setdefault("bucket_offset", mid_bucket_offset(duration))
+    overrides.setdefault("read_cache_seconds", 0.0)
     return dataclasses.replace(base, **overrides)
 
 

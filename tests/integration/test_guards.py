@@ -143,9 +143,12 @@ async def test_wiped_shard_is_counted_logged_and_named_in_detail(
         assert await metric(client, name, other.name) == before[other.name]
     assert f"shard {wiped.name} was reset" in caplog.text
     assert wiped.client().hget("humtemp:shard", "name") == wiped.name.encode(), "re-created"
-    detail = await (await client.get("/summary/detail", params={"offset": 0})).json()
+    fresh = {"Cache-Control": "no-cache"}  # not the answer cached before the wipe
+    detail = await (await client.get("/summary/detail", params={"offset": 0},
+                                      headers=fresh)).json()
     assert detail["reset_shards"] == [wiped.name]
-    later = await (await client.get("/summary/detail", params={"offset": 1})).json()
+    later = await (await client.get("/summary/detail", params={"offset": 1},
+                                     headers=fresh)).json()
     assert later["reset_shards"] == [], "the next bucket started after the reset"
     assert (await client.post("/observation", json=obs())).status == 200, "carries on"
     assert await metric(client, name, wiped.name) - before[wiped.name] == 1, "counted once"
