@@ -45,6 +45,12 @@ TIERS: dict[str, tuple[str, ...]] = {
     "test_faults::test_schemathesis_finds_no_server_error": ("slow", "subprocess"),
     "test_faults::test_kill9_one_of_three_shards_under_load_loses_nothing_acknowledged":
         ("subprocess",),
+    # a few seconds each: they wait out a timeout or drain under load on purpose
+    "test_processes::test_sigterm_under_load_stores_every_acknowledged_post": ("slow",),
+    "test_faults::test_batch_for_a_full_shard_stores_no_part_anywhere": ("slow",),
+    "test_guards::test_two_pods_see_one_wipe_once_and_both_name_it": ("slow",),
+    "test_client_guards::test_stalled_header_is_closed_within_the_client_timeout": ("slow",),
+    "test_client_guards::test_stalled_body_is_answered_408_and_closed": ("slow",),
 }
 
 
