@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from humtemp import metrics
 from humtemp.config import ConfigError
@@ -96,6 +96,7 @@ class ShardGuard:
         self.seen: Identity | None = None
         """Whatever record the shard holds, even another shard's."""
         self.refusal: str | None = None
+        self._unrecorded_warned = False
         self._resets = metrics.SHARD_RESETS.labels(shard=shard.name)
         self._memory_ratio = metrics.SHARD_MEMORY_RATIO.labels(shard=shard.name)
 
@@ -127,11 +128,21 @@ class ShardGuard:
     async def check(self) -> str | None:
         """Run every check; why the shard must stay out of service, or None."""
         found, memory = await self.read()
+        self._memory_ratio.set(memory.used_ratio or 0.0)
         if found is None:
             reset_at = time.time() if self.known is not None else None
             if reset_at is not None:
                 self._count_reset(f"its identity record {self.key} vanished")
-            found = await self.create(self.known, reset_at)
+            try:
+                found = await self.create(self.known, reset_at)
+            except ResponseError as exc:
+                if "OOM" not in str(exc):
+                    raise
+                # A full shard cannot take its record, nor any write (they are answered
+                # storage_full); its data is still readable, so it stays in service and
+                # the record is written by the first check after memory is freed.
+                self._warn_unrecorded(str(exc))
+                return None
         elif self.known is not None and found.id != self.known.id and found.name == self.shard.name:
             self._count_reset(f"its identity record was re-created by another humtemp "
                               f"(id {self.known.id} -> {found.id})")
@@ -141,7 +152,7 @@ class ShardGuard:
         self.seen = found
         if found.name == self.shard.name:
             self.known = found
-        self._memory_ratio.set(memory.used_ratio or 0.0)
+        self._unrecorded_warned = False
         if found.name != self.shard.name:
             return (f"its identity record {self.key} names shard {found.name!r} (id {found.id}): "
                     f"it is another shard's Redis")
@@ -149,6 +160,12 @@ class ShardGuard:
             return (f"maxmemory-policy is {memory.policy!r}: it may evict aggregates; "
                     f"set it to {ALLOWED_POLICY}")
         return None
+
+    def _warn_unrecorded(self, why: str) -> None:
+        if not self._unrecorded_warned:
+            log.warning("shard %s: its identity record cannot be written (%s); it stays in "
+                        "service unverified until memory is freed", self.shard.name, why)
+        self._unrecorded_warned = True
 
     def _count_reset(self, why: str) -> None:
         self._resets.inc()

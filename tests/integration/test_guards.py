@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from humtemp.app import create_app
 from humtemp.config import ConfigError, ShardSpec
 from humtemp.guards import CHECK_INTERVAL
+from humtemp.ring import ShardRing
 from tests.conftest import ClientFactory, obs, settings_for
 from tests.support.http import HumtempProcess
 from tests.support.metrics import scrape
@@ -217,3 +218,38 @@ async def test_shard_back_without_its_aof_is_counted_as_reset(
             await metric(client, name, lost.name) - before == 1
 
     await eventually(counted_and_up, within=10.0)
+
+
+async def test_a_shard_full_at_start_stays_readable_and_takes_its_record_when_freed(
+    make_client: ClientFactory, clean_shards: list[RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A shard at maxmemory (noeviction) cannot take its identity record, nor any write.
+    It is not taken out of service for that: its data stays readable, writes to it are
+    answered storage_full, and the record is written once memory is freed."""
+    full = clean_shards[1]
+    lab = next(f"full-{i}" for i in range(1000)
+               if ShardRing([s.name for s in clean_shards]).owner(f"full-{i}") == full.name)
+    writer = await make_client()
+    assert (await writer.post("/observation", json=obs(lab))).status == 200
+    await writer.close()
+    full.client().delete("humtemp:shard")  # as on a shard humtemp has not seen yet
+    full.client().config_set("maxmemory-policy", "noeviction")
+    full.client().config_set("maxmemory", 1)
+    try:
+        client = await make_client()
+        ready = await (await client.get("/readyz")).json()
+        assert ready["shards"][full.name] == "up", ready
+        assert "cannot be written" in caplog.text
+        detail = await (await client.get("/summary/lab",
+                                         params={"lab_id": lab, "offset": 0})).json()
+        assert detail["count"] == 1 and detail["partial"] is False, "its data is readable"
+        resp = await client.post("/observation", json=obs(lab))
+        assert resp.status == 503 and (await resp.json())["error"] == "storage_full"
+    finally:
+        full.client().config_set("maxmemory", 0)
+
+    async def recorded() -> bool:
+        return full.client().hget("humtemp:shard", "name") == full.name.encode()
+
+    await eventually(recorded, within=5.0)
+    assert (await client.post("/observation", json=obs(lab))).status == 200
