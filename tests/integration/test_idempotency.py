@@ -263,3 +263,21 @@ async def test_a_read_only_replica_is_a_certain_refusal(
         replica.client().execute_command("REPLICAOF", "NO", "ONE")
     assert (await client.post("/observation", json=obs(lab))).status == 200
     assert (await counts(client))[lab] == 1
+
+
+async def test_keys_and_exactly_once_mode_combine(
+    make_client: ClientFactory, clean_shards: list[RedisServer]
+) -> None:
+    """In exactly-once mode a keyed write goes through both checks: the key stops the
+    retry, the (lab, timestamp) set stops a duplicate reading sent under another key."""
+    client = await make_client(exactly_once=True)
+    reading = obs("both", temp=5.0)
+    batch = [obs(lab, temp=6.0) for lab in LABS[:20]]
+    for _ in range(2):
+        assert (await client.post("/observation", json=reading,
+                                  headers=keyed("eo-one"))).status == 200
+        assert (await client.post("/observations", json=batch,
+                                  headers=keyed("eo-many"))).status == 200
+    assert (await client.post("/observation", json=reading,
+                              headers=keyed("eo-other"))).status == 200
+    assert await counts(client) == {"both": 1, **dict.fromkeys(LABS[:20], 1)}
