@@ -126,6 +126,18 @@ class Groups:
         labs[lab_id].extend((ts, temp, humidity))
         self.observations += 1
 
+    def add_items(self, items: list[tuple[str, int, int, float, float]], dedup: bool) -> None:
+        """Add (lab_id, bucket, ts, temp, humidity) items: each reading kept in
+        exactly-once mode (``dedup``), merged per lab otherwise."""
+        if dedup:
+            add_raw = self.add_raw
+            for item in items:
+                add_raw(*item)
+        else:
+            add = self.add
+            for lab_id, bucket, _ts, temp, hum in items:
+                add(lab_id, bucket, temp, hum)
+
     def add_merged(self, lab_id: str, bucket: int, agg: list[Any]) -> None:
         """Merge an aggregate built elsewhere (a re-routed flush) into this one."""
         labs = self.groups.setdefault(bucket, {})
@@ -368,13 +380,7 @@ class Shard:
         self.admit(len(items))
         self._queued += len(items)
         batch = self._open_batch(len(items))
-        add = batch.add_raw if self._dedup else None
-        if add is not None:
-            for item in items:
-                add(*item)
-        else:
-            for lab_id, bucket, _ts, temp, hum in items:
-                batch.add(lab_id, bucket, temp, hum)
+        batch.add_items(items, self._dedup)
         self._wakeup.set()
         return batch.future
 
@@ -399,11 +405,7 @@ class Shard:
         self._queued += len(items)
         assert self._loop is not None, "shard not started"
         part = KeyedPart(record, fingerprint, self._loop.create_future())
-        for lab_id, bucket, ts, temp, hum in items:
-            if self._dedup:
-                part.add_raw(lab_id, bucket, ts, temp, hum)
-            else:
-                part.add(lab_id, bucket, temp, hum)
+        part.add_items(items, self._dedup)
         batch = self._open_batch(part.labs)
         batch.keyed.append(part)
         batch.keyed_labs += part.labs
