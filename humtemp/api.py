@@ -50,22 +50,26 @@ MAX_OFFSET = 1_000_000
 MAX_PAGE_LIMIT = 100_000
 
 
-def _store_error(exc: StoreError | WriteFailed | KeyReused, batch: bool) -> ApiError:
+def _store_error(exc: StoreError | WriteFailed | KeyReused, batch_size: int | None = None
+                 ) -> ApiError:
     """The answer to a write the shards did not wholly store. It says what is known:
     a certain refusal has its own code, only a true timeout "may or may not be stored",
-    and a batch says how many observations were stored, not stored, and unknown."""
+    and a batch (``batch_size`` observations) says how many observations were stored,
+    not stored, and unknown."""
     if isinstance(exc, KeyReused):
         return ApiError(422, "idempotency_key_reused",
                         f"{IDEMPOTENCY_HEADER} {exc} was used before with another request "
                         "body; nothing was stored", IDEMPOTENCY_HEADER,
                         reason="idempotency_key_reused")
-    counts = None
     if isinstance(exc, WriteFailed):
         counts = {"stored": exc.stored, "not_stored": exc.not_stored, "unknown": exc.unknown}
         exc = exc.cause
+    elif batch_size is not None:  # the whole batch failed alike
+        counts = {"stored": 0, "not_stored": batch_size if exc.certain else 0,
+                  "unknown": 0 if exc.certain else batch_size}
     error = ApiError(503, exc.code, exc.detail, reason=exc.code, headers={"Retry-After": "1"})
-    if batch:
-        error.extra = counts or {"stored": 0, "not_stored": 0, "unknown": 0}
+    if batch_size is not None:
+        error.extra = counts
     return error
 
 
@@ -150,7 +154,7 @@ async def post_observation(request: web.Request) -> web.Response:
     try:
         await app[SHARDS].write([(obs.lab_id, bucket, ts, obs.temp, obs.humidity)], key)
     except (StoreError, WriteFailed, KeyReused) as exc:
-        raise _store_error(exc, batch=False) from None
+        raise _store_error(exc) from None
     app[ACCEPTED].inc()
     return web.Response(body=_NULL, headers=JSON_HEADERS)
 
@@ -181,7 +185,7 @@ async def post_observations(request: web.Request) -> web.Response:
     try:
         await app[SHARDS].write(items, key)
     except (StoreError, WriteFailed, KeyReused) as exc:
-        raise _store_error(exc, batch=True) from None
+        raise _store_error(exc, len(items)) from None
     app[ACCEPTED].inc(len(items))
     app[BATCH_SIZES].observe(len(items))
     return json_response({"accepted": len(items)})

@@ -281,3 +281,20 @@ async def test_keys_and_exactly_once_mode_combine(
     assert (await client.post("/observation", json=reading,
                               headers=keyed("eo-other"))).status == 200
     assert await counts(client) == {"both": 1, **dict.fromkeys(LABS[:20], 1)}
+
+
+async def test_a_batch_refused_before_any_part_was_sent_counts_all_of_it_not_stored(
+    make_client: ClientFactory, clean_shards: list[RedisServer],
+    out_of_memory: Callable[[], RedisServer]
+) -> None:
+    """The key's home shard is full: the first step fails, so no other part is sent and
+    the 503 says every observation was certainly not stored."""
+    client = await make_client()
+    full = out_of_memory()
+    key = next(f"home-{i}" for i in range(1000) if owner_of(f"home-{i}", clean_shards) == full.name)
+    resp = await client.post("/observations", json=[obs(lab) for lab in LABS], headers=keyed(key))
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["error"] == "storage_full"
+    assert (body["stored"], body["not_stored"], body["unknown"]) == (0, len(LABS), 0)
+    assert await counts(client) == {}
