@@ -18,7 +18,7 @@ from tests.conftest import ClientFactory, holds_no_data
 from tests.support.http import HumtempProcess
 from tests.support.metrics import sample, scrape
 from tests.support.redis_server import RedisServer
-from tests.support.wait import eventually
+from tests.support.waiting import async_wait_until
 
 TOKENS = {"ingest_tokens": ("w",), "read_tokens": ("r",)}
 
@@ -125,7 +125,7 @@ async def test_aborted_upload_is_recorded_as_499_without_a_traceback(
         return await scrape(client, REQUESTS, status="4xx", **OBSERVATION_POSTS) \
             - before["4xx"] == 3
 
-    await eventually(counted)
+    await async_wait_until(counted, timeout=5.0)
     assert await scrape(client, REQUESTS, status="5xx", **OBSERVATION_POSTS) == before["5xx"]
     assert "Traceback" not in caplog.text and "internal error" not in caplog.text
     assert holds_no_data(clean_shards)

@@ -6,8 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -20,6 +18,7 @@ from humtemp.embedded import redis_server_binary, stop_leftovers
 from tests.conftest import now, obs
 from tests.support.buckets import mid_bucket_env
 from tests.support.http import HumtempProcess
+from tests.support.waiting import wait_until
 
 SHARDS = 2  # the embedded default
 
@@ -33,15 +32,6 @@ def _redis_servers_on(data_dir: Path) -> list[int]:
         if proc.info["name"] == "redis-server" and cwd and Path(cwd).parent == data_dir:
             pids.append(proc.pid)
     return pids
-
-
-def _eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def _post(server: HumtempProcess, lab: str, count: int) -> None:
@@ -76,10 +66,10 @@ def test_shards_die_with_humtemp_and_a_restart_runs_exactly_its_own_on_intact_da
         assert server.proc.wait(timeout=10) == -sig  # died without running any cleanup
     finally:
         server.kill()
-    assert _eventually(lambda: not _redis_servers_on(data_dir)), _redis_servers_on(data_dir)
+    wait_until(lambda: not _redis_servers_on(data_dir), what="no redis-server on the data dir")
     # workers too: none is left holding the port
-    assert _eventually(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE
-                                       for c in children))
+    wait_until(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE
+                               for c in children), what="no worker left")
     again = HumtempProcess(env, tmp_path, ("--workers", workers)).wait_ready()
     try:
         assert len(_redis_servers_on(data_dir)) == SHARDS
@@ -87,7 +77,7 @@ def test_shards_die_with_humtemp_and_a_restart_runs_exactly_its_own_on_intact_da
         assert "leftover" not in again.log.read_text()
     finally:
         assert again.terminate() == 0
-    assert _eventually(lambda: not _redis_servers_on(data_dir))
+    wait_until(lambda: not _redis_servers_on(data_dir), what="no redis-server on the data dir")
 
 
 def test_a_start_stops_leftover_shards_and_says_which(tmp_path: Path) -> None:
@@ -106,7 +96,7 @@ def test_a_start_stops_leftover_shards_and_says_which(tmp_path: Path) -> None:
     )
     try:
         client = redis.Redis(unix_socket_path=_socket_of(data_dir / "shard-0"))
-        assert _eventually(lambda: _answers(client)), "leftover redis-server did not start"
+        wait_until(lambda: _answers(client), what="the leftover redis-server answers")
         server = HumtempProcess(env, tmp_path).wait_ready()
         try:
             assert leftover.wait(timeout=15) == 0  # SIGTERM: a clean shutdown

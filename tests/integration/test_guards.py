@@ -19,7 +19,7 @@ from tests.conftest import ClientFactory, obs, settings_for
 from tests.support.http import HumtempProcess
 from tests.support.metrics import scrape
 from tests.support.redis_server import RedisServer
-from tests.support.wait import eventually
+from tests.support.waiting import async_wait_until
 
 
 async def metric(client: TestClient, name: str, shard: str) -> float:
@@ -94,14 +94,14 @@ async def test_policy_changed_at_run_time_takes_the_shard_out_then_back(
     assert await state() == "up"
     evicting.client().config_set("maxmemory-policy", "allkeys-lru")
     try:
-        await eventually(lambda: _is(state, "down"))
+        await async_wait_until(lambda: _is(state, "down"), timeout=5.0)
         assert "allkeys-lru" in caplog.text
         for i in range(30):
             assert (await client.post("/observation", json=obs(f"lab{i}"))).status == 200
         assert evicting.client().keys("humtemp:b:*") == [], "writes went elsewhere"
     finally:
         evicting.client().config_set("maxmemory-policy", "noeviction")
-    await eventually(lambda: _is(state, "up"))
+    await async_wait_until(lambda: _is(state, "up"), timeout=5.0)
     assert (await (await client.get("/readyz")).json())["refused"] == {}
 
 
@@ -120,7 +120,7 @@ async def test_memory_used_ratio_is_exported_when_maxmemory_is_set(
         async def sampled() -> bool:
             return 0 < await metric(client, "humtemp_shard_memory_used_ratio", shard.name) < 0.5
 
-        await eventually(sampled)
+        await async_wait_until(sampled, timeout=5.0)
     finally:
         shard.client().config_set("maxmemory", "0")
 
@@ -139,7 +139,7 @@ async def test_wiped_shard_is_counted_logged_and_named_in_detail(
     async def counted() -> bool:
         return await metric(client, name, wiped.name) - before[wiped.name] == 1
 
-    await eventually(counted, within=5.0)
+    await async_wait_until(counted, timeout=5.0)
     for other in clean_shards[1:]:
         assert await metric(client, name, other.name) == before[other.name]
     assert f"shard {wiped.name} was reset" in caplog.text
@@ -186,7 +186,7 @@ async def test_two_pods_see_one_wipe_once_and_both_name_it(
                 return False
         return True
 
-    await eventually(both_name_it)
+    await async_wait_until(both_name_it, timeout=5.0)
     # Nothing to poll for: the claim is that a later check round does NOT count again.
     await asyncio.sleep(CHECK_INTERVAL * 1.5)
     assert await metric(pods[0], name, wiped.name) - before == 1
@@ -209,7 +209,7 @@ async def test_shard_back_without_its_aof_is_counted_as_reset(
         ready = await (await client.get("/summary/detail", params={"offset": 0})).json()
         return lost.name in ready["missing_shards"]
 
-    await eventually(down)
+    await async_wait_until(down, timeout=5.0)
     lost.start()
 
     async def counted_and_up() -> bool:
@@ -217,7 +217,7 @@ async def test_shard_back_without_its_aof_is_counted_as_reset(
         return ready["shards"][lost.name] == "up" and \
             await metric(client, name, lost.name) - before == 1
 
-    await eventually(counted_and_up, within=10.0)
+    await async_wait_until(counted_and_up, timeout=10.0)
 
 
 async def test_a_shard_full_at_start_stays_readable_and_takes_its_record_when_freed(
@@ -251,5 +251,5 @@ async def test_a_shard_full_at_start_stays_readable_and_takes_its_record_when_fr
     async def recorded() -> bool:
         return full.client().hget("humtemp:shard", "name") == full.name.encode()
 
-    await eventually(recorded, within=5.0)
+    await async_wait_until(recorded, timeout=5.0)
     assert (await client.post("/observation", json=obs(lab))).status == 200

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -20,6 +18,7 @@ from aiohttp.test_utils import TestClient
 from humtemp.ring import ShardRing
 from tests.conftest import ClientFactory, now, obs, stored_labs
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import async_wait_until
 
 LABS = [f"idem-{i:02d}" for i in range(60)]
 
@@ -34,13 +33,6 @@ async def counts(client: TestClient) -> dict[str, int]:
                             headers={"Cache-Control": "no-cache"})
     assert resp.status == 200
     return {lab["lab_id"]: lab["count"] for lab in (await resp.json())["labs"]}
-
-
-async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def all_up(client: TestClient) -> bool:
@@ -141,7 +133,7 @@ async def test_hung_shard_retried_with_its_key_counts_once(
         assert not {lab for s in others for lab in stored_labs(s)} & set(on_hung)
     finally:
         os.kill(hung.proc.pid, signal.SIGCONT)
-    await wait_until(lambda: all_up(client))
+    await async_wait_until(lambda: all_up(client), what="every shard up")
     for _ in range(2):
         retry = await client.post("/observations", json=batch, headers=keyed("batch-hung"))
         assert retry.status == 200 and await retry.json() == {"accepted": len(LABS)}
@@ -240,7 +232,7 @@ async def test_a_keyed_write_waits_for_its_own_shard_instead_of_rerouting(
         assert (await resp.json())["error"] == "shard_unavailable"
     finally:
         down.start()
-    await wait_until(lambda: all_up(client))
+    await async_wait_until(lambda: all_up(client), what="every shard up")
     resp = await client.post("/observation", json=obs(lab, ts=now() - 1), headers=keyed("own"))
     assert resp.status == 200
     assert (await counts(client))[lab] == 2
