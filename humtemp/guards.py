@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError, ResponseError
 
-from humtemp import metrics
+from humtemp import layout, metrics
 from humtemp.config import ConfigError
 from humtemp.shard import Shard
 
@@ -89,7 +89,7 @@ class ShardGuard:
 
     def __init__(self, shard: Shard, key_prefix: str) -> None:
         self.shard = shard
-        self.key = f"{key_prefix}shard"
+        self.key = layout.identity_key(key_prefix.encode()).decode()
         self.known: Identity | None = None
         """This shard's record as last seen: a record that vanishes after it was seen
         means the shard lost its data."""

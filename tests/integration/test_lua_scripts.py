@@ -127,8 +127,9 @@ def test_keyed_part_is_stored_once_with_its_record(r) -> None:  # type: ignore[n
     assert call(r, [], [part]) == [0, 0]
     assert call(r, [], [("key1", "fp-2", 60, [("9", expire, ["b", *ROW])])]) == [0, -1]
     assert read(r, 9)[:2] == ["a", 1] and len(read(r, 9)) == 8
-    assert r.get("p:k:key1") == b"fp-1"
-    assert 50 < r.ttl("p:k:key1") <= 60
+    record = layout.idempotency_key(b"p:", "key1")  # the name write.lua must use
+    assert r.get(record) == b"fp-1"
+    assert 50 < r.ttl(record) <= 60
 
 
 def test_duplicates_in_one_flush_and_unkeyed_rows_of_the_same_lab(r) -> None:  # type: ignore[no-untyped-def]
@@ -139,7 +140,8 @@ def test_duplicates_in_one_flush_and_unkeyed_rows_of_the_same_lab(r) -> None:  #
     reply = call(r, [("9", expire, ["a", *ROW])], [part, part, ("claim", "x", 60, [])])
     assert reply == [2, 1, 0, 1]
     assert read(r, 9)[:4] == ["a", 2, 2.0, 4.0]
-    assert r.get("p:k:claim") == b"x", "a part without rows records the key alone"
+    assert r.get(layout.idempotency_key(b"p:", "claim")) == b"x", \
+        "a part without rows records the key alone"
 
 
 def test_an_error_reply_stores_nothing(r) -> None:  # type: ignore[no-untyped-def]
