@@ -502,7 +502,8 @@ class Shard:
 
     async def _evalsha(self, conn: AbstractConnection, payload: bytes) -> int | list[int]:
         command = self._write_command(payload)
-        # Not asyncio.timeout: a stall of our own loop is not the shard's (deadline.py).
+        # Every shard deadline here is a ShardDeadline: a stall of our own loop is not the
+        # shard's fault (deadline.py).
         with ShardDeadline(self.settings.redis_timeout):
             await conn.send_packed_command(command, check_health=False)
             try:
@@ -534,7 +535,7 @@ class Shard:
                 return conn
             try:
                 # Budget: this check plus the write stay within connect + command timeout.
-                async with asyncio.timeout(self.settings.redis_connect_timeout):
+                with ShardDeadline(self.settings.redis_connect_timeout):
                     await conn.send_command("PING")
                     await conn.read_response()
                 self._last_used = time.monotonic()
@@ -548,7 +549,7 @@ class Shard:
         if self._last_used:
             self.on_reconnect()
         conn = self._conn = self._write_pool.make_connection()
-        async with asyncio.timeout(self.settings.redis_connect_timeout):
+        with ShardDeadline(self.settings.redis_connect_timeout):
             await conn.connect()
             await conn.send_command("SCRIPT", "LOAD", WRITE_SCRIPT)
             await conn.read_response()
@@ -588,7 +589,7 @@ class Shard:
         while not self._closing:
             await asyncio.sleep(self.settings.probe_interval)
             try:
-                async with asyncio.timeout(self.settings.shard_deadline):
+                with ShardDeadline(self.settings.shard_deadline):
                     await self.reader.ping()
                     if await self._loading() or not await self.vet():
                         continue
